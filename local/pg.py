@@ -1,0 +1,63 @@
+"""The embedded PostgreSQL: the `pgserver` wheel's server, with data under MYYC_DATA_DIR.
+
+Used when neither DATABASE_URL nor SUPABASE_URL is set. Postgres listens on a unix socket
+in its data directory only (no TCP port), so several checkouts never collide.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+class EmbeddedPostgres:
+    """Start, stop and restart a pgserver-managed PostgreSQL 16 (pgvector bundled)."""
+
+    def __init__(self, data_dir: Path, *, keep_running: bool = False) -> None:
+        self.data_dir = data_dir.resolve()
+        self._keep_running = keep_running
+        self._server: Any = None
+
+    @property
+    def pgdata(self) -> Path:
+        """The PostgreSQL data directory."""
+        return self.data_dir / "pgdata"
+
+    def start(self) -> str:
+        """Start (or attach to) the server and return its connection URL."""
+        import pgserver
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._server = pgserver.get_server(
+            self.pgdata, cleanup_mode=None if self._keep_running else "stop"
+        )
+        url: str = self._server.get_uri()
+        logger.info("embedded postgres ready at %s", url)
+        return url
+
+    @property
+    def url(self) -> str:
+        """The connection URL of the running server."""
+        if self._server is None:
+            raise RuntimeError("embedded postgres is not started")
+        uri: str = self._server.get_uri()
+        return uri
+
+    def stop_server(self) -> None:
+        """Stop the postgres process but keep the handle (for outage tests and restarts)."""
+        from pgserver._commands import pg_ctl
+
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._server.system_user)
+
+    def restart_server(self) -> None:
+        """Start the postgres process again after `stop_server`, on the same socket."""
+        self._server.ensure_postgres_running()
+
+    def close(self) -> None:
+        """Release this process's handle; the server stops unless `keep_running` was set."""
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None

@@ -1,0 +1,156 @@
+"""Rows of the control-plane tables, as the stores return them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from schemas.status import BuildStatus, ProjectStatus, RunStatus
+
+
+class _Row(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class Project(_Row):
+    """A project: one per idea (seed 000)."""
+
+    id: UUID
+    """The project id."""
+    user_id: UUID | None = None
+    """The owner; None for projects spawned locally without a user."""
+    title: str
+    """The idea's title."""
+    description: str | None = None
+    """The idea in the person's words."""
+    category: str | None = None
+    """A free category (e.g. food-tech)."""
+    status: ProjectStatus
+    """spawning → running → completed | failed | canceled."""
+    progress: int = Field(ge=0, le=100)
+    """0..100, derived from the agent runs."""
+    github_url: str | None = None
+    """The repository, once created."""
+    deployment_url: str | None = None
+    """The deployed app, once deployed."""
+    preview_url: str | None = None
+    """The live preview, while one runs."""
+    error: str | None = None
+    """Why the project failed."""
+    error_code: str | None = None
+    """The ErrorCode of `error`."""
+    created_at: datetime
+    """When it was spawned."""
+    updated_at: datetime
+    """When it last changed."""
+
+
+class NewProject(BaseModel):
+    """What creating a project needs."""
+
+    title: str = Field(min_length=1, max_length=200)
+    """The idea's title."""
+    description: str | None = Field(default=None, max_length=20_000)
+    """The idea in the person's words."""
+    category: str | None = Field(default=None, max_length=100)
+    """A free category."""
+    user_id: UUID | None = None
+    """The owner."""
+    idempotency_key: str | None = Field(default=None, max_length=200)
+    """A spawn's idempotency key."""
+
+
+class BuildSession(_Row):
+    """One run of the pipeline for a project (seed 004)."""
+
+    id: UUID
+    """The build id."""
+    project_id: UUID | None = None
+    """The project being built."""
+    user_id: UUID | None = None
+    """The owner."""
+    status: BuildStatus
+    """queued → running → succeeded | failed | canceled."""
+    template: str | None = None
+    """The template the plan starts from."""
+    vibe_text: str | None = None
+    """The idea text (seed 004's vibe)."""
+    options: dict[str, Any] = Field(default_factory=dict)
+    """Build options."""
+    plan: dict[str, Any] | None = None
+    """The plan, once made."""
+    environment: dict[str, Any] | None = None
+    """Provisioned environment refs and URLs."""
+    outputs: dict[str, Any] | None = None
+    """What the build produced."""
+    error: str | None = None
+    """Why it failed."""
+    created_at: datetime
+    """When it was queued."""
+
+
+class AgentRun(_Row):
+    """One agent's run (seed 001)."""
+
+    id: UUID
+    """The run id."""
+    task_id: UUID | None = None
+    """The caller's task id (seed 001)."""
+    project_id: UUID | None = None
+    """The project, for pipeline runs."""
+    session_id: UUID | None = None
+    """The build session, for pipeline runs."""
+    user_id: UUID | None = None
+    """The owner."""
+    agent_name: str
+    """Which agent."""
+    agent_id: str
+    """The agent instance."""
+    status: RunStatus
+    """Where the run is in seed 001's flow."""
+    current_step: str | None = None
+    """What it is doing now."""
+    progress_percent: float = 0.0
+    """0..100."""
+    result: dict[str, Any] | None = None
+    """What it produced."""
+    error: str | None = None
+    """Why it failed."""
+    error_code: str | None = None
+    """The ErrorCode of `error`."""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    """Free context."""
+    verification_attempts: int = 0
+    """How many verifications ran."""
+    verification_evidence: list[Any] = Field(default_factory=list)
+    """What each verification found."""
+    heartbeat_at: datetime | None = None
+    """The run's last sign of life."""
+    started_at: datetime | None = None
+    """When it was created."""
+    completed_at: datetime | None = None
+    """When it reached completed, failed or canceled."""
+    updated_at: datetime
+    """When it last changed."""
+
+
+class NewRun(BaseModel):
+    """What starting an agent run needs."""
+
+    agent_name: str = Field(min_length=1, max_length=100)
+    """Which agent."""
+    agent_id: str = Field(default="", max_length=200)
+    """The agent instance (defaults to the agent name)."""
+    task_id: UUID | None = None
+    """The caller's task id."""
+    project_id: UUID | None = None
+    """The project."""
+    session_id: UUID | None = None
+    """The build session."""
+    user_id: UUID | None = None
+    """The owner."""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    """Free context."""

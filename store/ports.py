@@ -1,0 +1,127 @@
+"""The store ports: what the rest of myyc needs from persistence, and nothing more.
+
+Two adapters implement them — Postgres (psycopg 3) and Supabase REST (PostgREST over
+httpx) — and one contract suite (tests/integration/test_store_contract.py) runs on both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple, Protocol
+from uuid import UUID
+
+from schemas.events import Cursor, Event
+from schemas.rows import AgentRun, BuildSession, NewProject, NewRun, Project
+from schemas.status import LogLevel, RunStatus
+
+
+class EventRecord(NamedTuple):
+    """One event on its way to the store (cheap to build on the hot path)."""
+
+    id: UUID
+    project_id: UUID
+    session_id: UUID | None
+    agent_name: str
+    level: str
+    type: str
+    message: str
+    data: str | None
+    """JSON text, already serialised."""
+    timestamp: float
+    """Seconds since the epoch."""
+    writer_id: UUID
+    seq: int
+
+
+class ProjectStore(Protocol):
+    """Projects and their build sessions."""
+
+    async def create_project(self, new: NewProject) -> Project:
+        """Insert a project in status `spawning`."""
+        ...
+
+    async def get_project(self, project_id: UUID) -> Project:
+        """The project; NotFound if unknown."""
+        ...
+
+    async def list_projects(self, *, user_id: UUID | None = None, limit: int = 100) -> list[Project]:
+        """Newest first; only `user_id`'s when given."""
+        ...
+
+    async def update_project(self, project_id: UUID, changes: Mapping[str, Any]) -> Project:
+        """Set columns; NotFound if unknown."""
+        ...
+
+    async def rollup_project(self, project_id: UUID) -> Project:
+        """Derive the project's status and progress from its runs (atomically)."""
+        ...
+
+    async def create_session(
+        self, project_id: UUID, *, user_id: UUID | None, vibe_text: str | None
+    ) -> BuildSession:
+        """Queue a build session for a project."""
+        ...
+
+
+class RunStore(Protocol):
+    """Agent runs (seed 001)."""
+
+    async def create_run(self, new: NewRun) -> AgentRun:
+        """Insert a run in status `pending`."""
+        ...
+
+    async def get_run(self, run_id: UUID) -> AgentRun:
+        """The run; NotFound if unknown."""
+        ...
+
+    async def update_run(
+        self, run_id: UUID, changes: Mapping[str, Any], *, expected_status: RunStatus | None = None
+    ) -> AgentRun | None:
+        """Set columns when the run is still in `expected_status`; None if it moved on.
+
+        NotFound if the run does not exist at all.
+        """
+        ...
+
+    async def list_runs(
+        self,
+        *,
+        project_id: UUID | None = None,
+        user_id: UUID | None = None,
+        active: bool | None = None,
+        limit: int = 100,
+    ) -> list[AgentRun]:
+        """Newest first, filtered."""
+        ...
+
+
+class EventStore(Protocol):
+    """The event log (project_logs, seen as build_events too)."""
+
+    async def append_events(self, events: Sequence[EventRecord]) -> None:
+        """Persist a batch; events already stored (same id) are skipped, not duplicated.
+
+        Raises StoreUnavailable when the store cannot be reached (the caller retries), and
+        other MyycErrors for events that can never be stored (an unknown project).
+        """
+        ...
+
+    async def read_events(
+        self,
+        project_id: UUID,
+        *,
+        after: Cursor,
+        limit: int = 1000,
+        agent: str | None = None,
+        level: LogLevel | None = None,
+    ) -> list[Event]:
+        """Events of a project not yet seen by `after`, each writer's in sequence order."""
+        ...
+
+
+class Store(ProjectStore, RunStore, EventStore, Protocol):
+    """Everything the control plane persists."""
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...

@@ -1,0 +1,323 @@
+"""The Postgres store adapter: psycopg 3, async, pooled.
+
+Events go in with COPY (the fastest path PostgreSQL has). A batch that partly exists
+already — a retry after a lost commit acknowledgement — collides on the primary key; it is
+then staged and merged with ON CONFLICT DO NOTHING, so a retry never duplicates.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+import psycopg
+from psycopg import errors as pgerrors
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from schemas.errors import Conflict, MyycError, NotFound, StoreUnavailable, ValidationFailed
+from schemas.events import Cursor, Event
+from schemas.rows import AgentRun, BuildSession, NewProject, NewRun, Project
+from schemas.status import LIVE_RUN_STATUSES, LogLevel, RunStatus
+from store.ports import EventRecord
+
+EVENT_COLUMNS = (
+    "id", "project_id", "session_id", "agent_name", "level", "type", "message", "data",
+    "timestamp", "writer_id", "seq",
+)  # fmt: skip
+_COPY_EVENTS = sql.SQL("copy {} ({}) from stdin").format(
+    sql.Identifier("project_logs"), sql.SQL(", ").join(map(sql.Identifier, EVENT_COLUMNS))
+)
+_COPY_STAGE = sql.SQL("copy _events_stage ({}) from stdin").format(
+    sql.SQL(", ").join(map(sql.Identifier, EVENT_COLUMNS))
+)
+
+_RUN_COLUMNS = frozenset(
+    {
+        "status", "current_step", "progress_percent", "result", "error", "error_code",
+        "metadata", "verification_attempts", "verification_evidence", "heartbeat_at",
+        "completed_at",
+    }
+)  # fmt: skip
+_PROJECT_COLUMNS = frozenset(
+    {"status", "progress", "github_url", "deployment_url", "preview_url", "error", "error_code"}
+)
+_JSON_COLUMNS = frozenset({"result", "metadata", "verification_evidence"})
+
+# Loose index scan over the project's writers, then each writer's next events by seq:
+# cost grows with writers and page size, not with the size of the log.
+_READ_EVENTS = """
+with recursive writers(w) as (
+  (select writer_id from project_logs where project_id = %(p)s order by writer_id limit 1)
+  union all
+  select (select l.writer_id from project_logs l
+           where l.project_id = %(p)s and l.writer_id > writers.w
+           order by l.writer_id limit 1)
+  from writers where writers.w is not null
+)
+select e.* from writers cross join lateral (
+  select l.* from project_logs l
+   where l.project_id = %(p)s and l.writer_id = writers.w
+     and l.seq > coalesce((%(cursor)s::jsonb ->> writers.w::text)::bigint, 0)
+     and (%(agent)s::text is null or l.agent_name = %(agent)s)
+     and (%(level)s::text is null or l.level = %(level)s)
+   order by l.seq
+   limit %(limit)s
+) e
+where writers.w is not null
+order by e."timestamp", e.writer_id, e.seq
+limit %(limit)s
+"""
+
+
+def translate(err: Exception) -> MyycError:
+    """Map a psycopg error to myyc's error vocabulary."""
+    if isinstance(err, pgerrors.UniqueViolation):
+        return Conflict(f"already exists: {err.diag.message_detail or err}")
+    if isinstance(err, pgerrors.ForeignKeyViolation):
+        detail = err.diag.message_detail or str(err)
+        field = "project_id" if "project_id" in detail else None
+        return NotFound(f"unknown reference: {detail}", field=field)
+    if isinstance(err, pgerrors.NoDataFound):
+        return NotFound(str(err.diag.message_primary or err))
+    if isinstance(err, (pgerrors.CheckViolation, pgerrors.NotNullViolation)):
+        return ValidationFailed(
+            f"rejected by the database: {err.diag.message_primary}",
+            field=err.diag.column_name or err.diag.constraint_name,
+        )
+    if isinstance(err, (pgerrors.DataError, pgerrors.InvalidTextRepresentation)):
+        return ValidationFailed(f"invalid value: {err.diag.message_primary}")
+    if isinstance(err, (psycopg.OperationalError, psycopg.InterfaceError)):
+        return StoreUnavailable(f"database unavailable: {err}")
+    return MyycError(f"database error: {err}")
+
+
+def _utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+class PostgresStore:
+    """The Store port on PostgreSQL (embedded, Supabase's database, or any Postgres)."""
+
+    def __init__(self, pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]]) -> None:
+        self._pool = pool
+
+    @classmethod
+    async def open(cls, url: str, *, min_size: int = 1, max_size: int = 8) -> PostgresStore:
+        """Open a pool on `url` (connections are checked before use, so an outage heals)."""
+        pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            open=False,
+            check=AsyncConnectionPool.check_connection,
+            kwargs={"autocommit": True},
+            reconnect_timeout=3600,
+        )
+        await pool.open(wait=True, timeout=30)
+        return cls(pool)
+
+    @property
+    def pool(self) -> AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
+        """The connection pool (for the live stream and tests)."""
+        return self._pool
+
+    async def close(self) -> None:
+        """Close the pool."""
+        await self._pool.close()
+
+    async def _rows(self, query: str | sql.Composed, params: Mapping[str, Any] | Sequence[Any]) -> list[dict[str, Any]]:
+        try:
+            async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(query, params)  # type: ignore[arg-type]
+                return await cur.fetchall() if cur.description else []
+        except psycopg.Error as err:
+            raise translate(err) from err
+        except TimeoutError as err:  # the pool found no healthy connection in time
+            raise StoreUnavailable(f"database unavailable: {err}") from err
+
+    # projects -----------------------------------------------------------------------------
+
+    async def create_project(self, new: NewProject) -> Project:
+        """Insert a project in status `spawning`."""
+        rows = await self._rows(
+            "insert into projects (title, description, category, user_id, idempotency_key)"
+            " values (%s, %s, %s, %s, %s) returning *",
+            (new.title, new.description, new.category, new.user_id, new.idempotency_key),
+        )
+        return Project.model_validate(rows[0])
+
+    async def get_project(self, project_id: UUID) -> Project:
+        """The project; NotFound if unknown."""
+        rows = await self._rows("select * from projects where id = %s", (project_id,))
+        if not rows:
+            raise NotFound(f"project {project_id} not found", field="project_id")
+        return Project.model_validate(rows[0])
+
+    async def list_projects(self, *, user_id: UUID | None = None, limit: int = 100) -> list[Project]:
+        """Newest first; only `user_id`'s when given."""
+        rows = await self._rows(
+            "select * from projects where (%(u)s::uuid is null or user_id = %(u)s)"
+            " order by created_at desc, id limit %(l)s",
+            {"u": user_id, "l": limit},
+        )
+        return [Project.model_validate(r) for r in rows]
+
+    async def update_project(self, project_id: UUID, changes: Mapping[str, Any]) -> Project:
+        """Set columns; NotFound if unknown."""
+        unknown = set(changes) - _PROJECT_COLUMNS
+        if unknown:
+            raise ValidationFailed(f"cannot set {sorted(unknown)} on a project", field=min(unknown))
+        query = sql.SQL("update projects set {} where id = %(id)s returning *").format(
+            sql.SQL(", ").join(
+                sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in changes
+            )
+        )
+        rows = await self._rows(query, {**changes, "id": project_id})
+        if not rows:
+            raise NotFound(f"project {project_id} not found", field="project_id")
+        return Project.model_validate(rows[0])
+
+    async def rollup_project(self, project_id: UUID) -> Project:
+        """Derive status and progress from the runs (the SQL function `rollup_project`)."""
+        rows = await self._rows("select * from rollup_project(%s)", (project_id,))
+        return Project.model_validate(rows[0])
+
+    async def create_session(
+        self, project_id: UUID, *, user_id: UUID | None, vibe_text: str | None
+    ) -> BuildSession:
+        """Queue a build session for a project."""
+        rows = await self._rows(
+            "insert into build_sessions (project_id, user_id, vibe_text) values (%s, %s, %s)"
+            " returning *",
+            (project_id, user_id, vibe_text),
+        )
+        return BuildSession.model_validate(rows[0])
+
+    # runs ---------------------------------------------------------------------------------
+
+    async def create_run(self, new: NewRun) -> AgentRun:
+        """Insert a run in status `pending`."""
+        rows = await self._rows(
+            "insert into agent_runs (agent_name, agent_id, task_id, project_id, session_id,"
+            " user_id, metadata) values (%s, %s, %s, %s, %s, %s, %s) returning *",
+            (
+                new.agent_name, new.agent_id or new.agent_name, new.task_id, new.project_id,
+                new.session_id, new.user_id, Jsonb(new.metadata),
+            ),
+        )  # fmt: skip
+        return AgentRun.model_validate(rows[0])
+
+    async def get_run(self, run_id: UUID) -> AgentRun:
+        """The run; NotFound if unknown."""
+        rows = await self._rows("select * from agent_runs where id = %s", (run_id,))
+        if not rows:
+            raise NotFound(f"agent run {run_id} not found", field="run_id")
+        return AgentRun.model_validate(rows[0])
+
+    async def update_run(
+        self, run_id: UUID, changes: Mapping[str, Any], *, expected_status: RunStatus | None = None
+    ) -> AgentRun | None:
+        """Set columns when the run is still in `expected_status`; None if it moved on."""
+        unknown = set(changes) - _RUN_COLUMNS
+        if unknown:
+            raise ValidationFailed(f"cannot set {sorted(unknown)} on a run", field=min(unknown))
+        params: dict[str, Any] = {
+            k: Jsonb(v) if k in _JSON_COLUMNS else v for k, v in changes.items()
+        }
+        params.update(id=run_id, expected=expected_status)
+        query = sql.SQL(
+            "update agent_runs set {} where id = %(id)s"
+            " and (%(expected)s::text is null or status = %(expected)s) returning *"
+        ).format(
+            sql.SQL(", ").join(
+                sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in changes
+            )
+        )
+        rows = await self._rows(query, params)
+        if rows:
+            return AgentRun.model_validate(rows[0])
+        await self.get_run(run_id)  # NotFound when it does not exist at all
+        return None
+
+    async def list_runs(
+        self,
+        *,
+        project_id: UUID | None = None,
+        user_id: UUID | None = None,
+        active: bool | None = None,
+        limit: int = 100,
+    ) -> list[AgentRun]:
+        """Newest first, filtered."""
+        live = sorted(LIVE_RUN_STATUSES)
+        rows = await self._rows(
+            "select * from agent_runs where (%(p)s::uuid is null or project_id = %(p)s)"
+            " and (%(u)s::uuid is null or user_id = %(u)s)"
+            " and (%(a)s::boolean is null or (status = any(%(live)s)) = %(a)s)"
+            " order by started_at desc, id limit %(l)s",
+            {"p": project_id, "u": user_id, "a": active, "live": live, "l": limit},
+        )
+        return [AgentRun.model_validate(r) for r in rows]
+
+    # events -------------------------------------------------------------------------------
+
+    async def append_events(self, events: Sequence[EventRecord]) -> None:
+        """COPY the batch; on a primary-key collision, merge it skipping stored events."""
+        if not events:
+            return
+        try:
+            async with self._pool.connection() as conn:
+                try:
+                    async with conn.transaction(), conn.cursor() as cur:
+                        async with cur.copy(_COPY_EVENTS) as copy:
+                            for e in events:
+                                await copy.write_row(_copy_row(e))
+                except pgerrors.UniqueViolation:
+                    await self._merge_events(conn, events)
+        except psycopg.Error as err:
+            raise translate(err) from err
+        except TimeoutError as err:
+            raise StoreUnavailable(f"database unavailable: {err}") from err
+
+    @staticmethod
+    async def _merge_events(conn: psycopg.AsyncConnection[Any], events: Sequence[EventRecord]) -> None:
+        async with conn.transaction(), conn.cursor() as cur:
+            await cur.execute(
+                "create temp table if not exists _events_stage"
+                " (like public.project_logs) on commit delete rows"
+            )
+            async with cur.copy(_COPY_STAGE) as copy:
+                for e in events:
+                    await copy.write_row(_copy_row(e))
+            await cur.execute(
+                "insert into project_logs select * from _events_stage on conflict do nothing"
+            )
+
+    async def read_events(
+        self,
+        project_id: UUID,
+        *,
+        after: Cursor,
+        limit: int = 1000,
+        agent: str | None = None,
+        level: LogLevel | None = None,
+    ) -> list[Event]:
+        """Events of a project not yet seen by `after`, each writer's in sequence order."""
+        cursor_json = json.dumps({str(w): s for w, s in after.positions.items()})
+        rows = await self._rows(
+            _READ_EVENTS,
+            {"p": project_id, "cursor": cursor_json, "agent": agent, "level": level, "limit": limit},
+        )
+        return [Event.model_validate(r) for r in rows]
+
+
+def _copy_row(e: EventRecord) -> tuple[Any, ...]:
+    return (
+        e.id, e.project_id, e.session_id, e.agent_name, e.level, e.type, e.message, e.data,
+        _utc(e.timestamp), e.writer_id, e.seq,
+    )  # fmt: skip
