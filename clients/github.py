@@ -86,6 +86,9 @@ RESET_MARGIN = 1.0
 
 DEFAULT_GITHUB_POLICY = RetryPolicy(max_attempts=5, base_delay=0.5, max_delay=8.0)
 
+#: How often commit_files rebuilds on a branch that moved under it before giving up.
+COMMIT_ATTEMPTS = 3
+
 _SECONDARY_MARKERS = ("secondary rate limit", "abuse detection")
 
 Sleep = Callable[[float], Awaitable[None]]
@@ -211,6 +214,27 @@ def _error_items(raw: object) -> list[Mapping[str, Any]]:
     return [item if isinstance(item, Mapping) else {"message": str(item)} for item in raw]
 
 
+def _is_rate_limit(status: int, headers: Mapping[str, str], message: str) -> bool:
+    if status == 429:
+        return True
+    if status != 403:
+        return False
+    # A 403 is also what a missing permission gets: only these signs make it a rate limit.
+    lowered = message.lower()
+    return (
+        headers.get("x-ratelimit-remaining", "").strip() == "0"
+        or "retry-after" in headers
+        or "rate limit" in lowered
+        or any(marker in lowered for marker in _SECONDARY_MARKERS)
+    )
+
+
+def _says_name_taken(error: Mapping[str, Any]) -> bool:
+    # Only a taken *name* means "repo exists"; e.g. "Reference already exists" must not.
+    text = str(error.get("message", "")).lower()
+    return "already exists" in text and (error.get("field") == "name" or "name" in text)
+
+
 def error_from_response(response: httpx.Response) -> GitHubStatusError:
     """Map a non-success response to the one exception class that describes it."""
     status = response.status_code
@@ -236,18 +260,10 @@ def error_from_response(response: httpx.Response) -> GitHubStatusError:
     except RuntimeError:
         method, path = "", ""
 
-    lowered = message.lower()
     cls: type[GitHubStatusError]
-    if status in (403, 429) and (
-        headers.get("x-ratelimit-remaining", "").strip() == "0"
-        or "retry-after" in headers
-        or any(marker in lowered for marker in _SECONDARY_MARKERS)
-        or "rate limit" in lowered
-    ):
+    if _is_rate_limit(status, headers, message):
         cls = GitHubRateLimited
-    elif status == 422 and any(
-        "already exists" in str(e.get("message", "")).lower() for e in errors
-    ):
+    elif status == 422 and any(_says_name_taken(e) for e in errors):
         cls = GitHubRepoExists
     elif status >= 500:
         cls = GitHubServerError
@@ -574,7 +590,12 @@ class GitHub:
                     params=params,
                     headers=self._headers(),
                     timeout=self._timeout,
+                    # GitHub answers 301/307 for renamed or transferred repositories.
+                    follow_redirects=True,
                 )
+            except httpx.UnsupportedProtocol:
+                # A malformed base_url is a bug to fix, not a fault to wait out.
+                raise
             except httpx.TransportError as err:
                 # Retrying writes is safe even if the first attempt landed: git objects are
                 # content-addressed, moving a ref to where it already points is a no-op, and
@@ -708,24 +729,34 @@ class GitHub:
 
         Files not named keep their content. `branch` defaults to the repository's default.
         The Git Database API makes this one commit however many files, where the Contents
-        API would make one commit (and risk a 409) per file.
+        API would make one commit (and risk a 409) per file. If someone else moves the
+        branch meanwhile, the commit is rebuilt on their head rather than forced over it.
         """
         if not files:
             raise ValueError("files: nothing to commit")
         if branch is None:
             branch = (await self.get_repo(owner, repo)).default_branch
-        head = (await self.get_ref(owner, repo, branch)).target.sha
-        base = await self.get_commit(owner, repo, head)
+        # Blobs are content-addressed: created once, valid on whatever head wins.
         entries = [
             TreeEntry(path=path, sha=await self.create_blob(owner, repo, content))
             for path, content in files.items()
         ]
-        tree = await self.create_tree(owner, repo, entries, base_tree=base.tree.sha)
-        commit = await self.create_commit(
-            owner, repo, message=message, tree=tree.sha, parents=[head]
-        )
-        await self.update_ref(owner, repo, branch, commit.sha)
-        return commit.sha
+        for attempt in range(1, COMMIT_ATTEMPTS + 1):
+            head = (await self.get_ref(owner, repo, branch)).target.sha
+            base = await self.get_commit(owner, repo, head)
+            tree = await self.create_tree(owner, repo, entries, base_tree=base.tree.sha)
+            commit = await self.create_commit(
+                owner, repo, message=message, tree=tree.sha, parents=[head]
+            )
+            try:
+                await self.update_ref(owner, repo, branch, commit.sha)
+            except GitHubUnprocessable as err:
+                if "fast forward" not in err.message.lower() or attempt == COMMIT_ATTEMPTS:
+                    raise
+                logger.info("%s/%s@%s moved during commit; rebuilding", owner, repo, branch)
+                continue
+            return commit.sha
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def read_files(
         self, owner: str, repo: str, branch: str | None = None

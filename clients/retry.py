@@ -71,7 +71,7 @@ def backoff_delay(
     """
     if retry_after is not None:
         return min(retry_after, policy.max_retry_after)
-    ceiling = min(policy.max_delay, policy.base_delay * (2 ** (attempt - 1)))
+    ceiling = min(policy.max_delay, policy.base_delay * (2.0 ** (attempt - 1)))
     # Half fixed, half jitter: never zero, never synchronised across writers.
     return ceiling / 2 + rand() * ceiling / 2
 

@@ -7,10 +7,21 @@ in its data directory only (no TCP port), so several checkouts never collide.
 from __future__ import annotations
 
 import logging
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
 logger = logging.getLogger(__name__)
+
+
+def _ensure_runtime_dir() -> None:
+    """pgserver keeps its lock file in the XDG runtime dir; give it a private one if unset."""
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        return
+    runtime = Path(tempfile.gettempdir()) / f"myyc-runtime-{os.getuid()}"
+    runtime.mkdir(mode=0o700, exist_ok=True)
+    os.environ["XDG_RUNTIME_DIR"] = str(runtime)
 
 
 class EmbeddedPostgres:
@@ -28,10 +39,11 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start (or attach to) the server and return its connection URL."""
+        _ensure_runtime_dir()
         import pgserver
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._server = pgserver.get_server(
+        self._server = pgserver.get_server(  # type: ignore[attr-defined]
             self.pgdata, cleanup_mode=None if self._keep_running else "stop"
         )
         url: str = self._server.get_uri()
@@ -48,7 +60,7 @@ class EmbeddedPostgres:
 
     def stop_server(self) -> None:
         """Stop the postgres process but keep the handle (for outage tests and restarts)."""
-        from pgserver._commands import pg_ctl
+        from pgserver._commands import pg_ctl  # type: ignore[attr-defined]
 
         pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._server.system_user)
 

@@ -76,9 +76,7 @@ _FLOW: dict[RunStatus, frozenset[RunStatus]] = {
     ),
     RunStatus.verification_passed: frozenset({RunStatus.completed}),
     # A failed verification is retried (back to work) or handed to a person.
-    RunStatus.verification_failed: frozenset(
-        {RunStatus.in_progress, RunStatus.escalated_to_human}
-    ),
+    RunStatus.verification_failed: frozenset({RunStatus.in_progress, RunStatus.escalated_to_human}),
     # A person resolves an escalation: back to work, or accepted as done.
     RunStatus.escalated_to_human: frozenset({RunStatus.in_progress, RunStatus.completed}),
 }
@@ -86,7 +84,11 @@ _FLOW: dict[RunStatus, frozenset[RunStatus]] = {
 #: The legal agent-run transitions: status → the statuses it may move to.
 RUN_TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     status: _FLOW.get(status, frozenset())
-    | (frozenset({RunStatus.failed, RunStatus.canceled}) if status in LIVE_RUN_STATUSES else frozenset())
+    | (
+        frozenset({RunStatus.failed, RunStatus.canceled})
+        if status in LIVE_RUN_STATUSES
+        else frozenset()
+    )
     for status in RunStatus
 }
 

@@ -40,6 +40,9 @@ logger = logging.getLogger(__name__)
 
 _VARIANT = 0b10 << 62
 
+#: Retry until the spool takes over: short waits, many attempts.
+WRITER_POLICY = RetryPolicy(max_attempts=1_000_000, base_delay=0.05, max_delay=2.0)
+
 # (seq, project_id, session_id, agent_name, level, type, message, data, timestamp)
 _Pending = tuple[int, UUID, UUID | None, str, str, str, str, Any, float]
 
@@ -62,7 +65,7 @@ class LogWriter:
         linger: float = 0.0,
         retry_for: float = 5.0,
         spool_dir: Path | None = None,
-        policy: RetryPolicy = RetryPolicy(max_attempts=1_000_000, base_delay=0.05, max_delay=2.0),
+        policy: RetryPolicy = WRITER_POLICY,
         writer_id: UUID | None = None,
     ) -> None:
         self.writer_id = writer_id or uuid.uuid4()
@@ -166,6 +169,14 @@ class LogWriter:
             self._progress.clear()
             await self._progress.wait()
 
+    async def drain(self) -> None:
+        """Wait until nothing is left in memory or in the spool (the store has everything)."""
+        while self._done_seq < self._seq or self.spool_pending:
+            if self._task is None or self._task.done():
+                raise RuntimeError("LogWriter stopped before draining")
+            self._progress.clear()
+            await self._progress.wait()
+
     @property
     def pending(self) -> int:
         """Events queued in memory, not yet handed to the store."""
@@ -222,7 +233,9 @@ class LogWriter:
                 retry_after = getattr(err, "retry_after", None)
                 delay = backoff_delay(attempt, self._policy, retry_after=retry_after)
                 if self._spool is not None and time.monotonic() + delay > deadline:
-                    logger.warning("store unavailable for %.1fs; spooling: %s", self._retry_for, err)
+                    logger.warning(
+                        "store unavailable for %.1fs; spooling: %s", self._retry_for, err
+                    )
                     self._to_spool(records)
                     return
                 self.retries += 1
@@ -280,6 +293,7 @@ class LogWriter:
                 continue
             self._spool.reset()
             self._probes = 0
+            self._progress.set()
             logger.info("spool replayed; the store is back")
         return True
 

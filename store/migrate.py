@@ -78,7 +78,7 @@ async def migrate(url: str, *, seed: bool = True, directory: Path = MIGRATIONS_D
                     continue
                 sql = migration.path.read_text()
                 async with conn.transaction():
-                    await conn.execute(sql)  # type: ignore[arg-type]
+                    await conn.execute(sql)
                     await conn.execute(
                         "insert into supabase_migrations.schema_migrations"
                         " (version, statements, name) values (%s, %s, %s)",
@@ -87,7 +87,7 @@ async def migrate(url: str, *, seed: bool = True, directory: Path = MIGRATIONS_D
                 logger.info("applied migration %s_%s", migration.version, migration.name)
                 applied_now.append(migration.version)
             if seed and applied_now and SEED_FILE.exists():
-                await conn.execute(SEED_FILE.read_text())  # type: ignore[arg-type]
+                await conn.execute(SEED_FILE.read_text())
         finally:
             await conn.execute("select pg_advisory_unlock(%s)", (_LOCK_KEY,))
     return applied_now

@@ -44,7 +44,9 @@ class ProjectStore(Protocol):
         """The project; NotFound if unknown."""
         ...
 
-    async def list_projects(self, *, user_id: UUID | None = None, limit: int = 100) -> list[Project]:
+    async def list_projects(
+        self, *, user_id: UUID | None = None, limit: int = 100
+    ) -> list[Project]:
         """Newest first; only `user_id`'s when given."""
         ...
 

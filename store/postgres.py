@@ -108,8 +108,14 @@ class PostgresStore:
         self._pool = pool
 
     @classmethod
-    async def open(cls, url: str, *, min_size: int = 1, max_size: int = 8) -> PostgresStore:
-        """Open a pool on `url` (connections are checked before use, so an outage heals)."""
+    async def open(
+        cls, url: str, *, min_size: int = 1, max_size: int = 8, wait_s: float = 5.0
+    ) -> PostgresStore:
+        """Open a pool on `url` (connections are checked before use, so an outage heals).
+
+        `wait_s` bounds the wait for a healthy connection: during an outage a call fails
+        with StoreUnavailable after it, rather than hanging.
+        """
         pool: AsyncConnectionPool[psycopg.AsyncConnection[Any]] = AsyncConnectionPool(
             url,
             min_size=min_size,
@@ -117,6 +123,7 @@ class PostgresStore:
             open=False,
             check=AsyncConnectionPool.check_connection,
             kwargs={"autocommit": True},
+            timeout=wait_s,
             reconnect_timeout=3600,
         )
         await pool.open(wait=True, timeout=30)
@@ -131,10 +138,12 @@ class PostgresStore:
         """Close the pool."""
         await self._pool.close()
 
-    async def _rows(self, query: str | sql.Composed, params: Mapping[str, Any] | Sequence[Any]) -> list[dict[str, Any]]:
+    async def _rows(
+        self, query: str | sql.Composed, params: Mapping[str, Any] | Sequence[Any]
+    ) -> list[dict[str, Any]]:
         try:
             async with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-                await cur.execute(query, params)  # type: ignore[arg-type]
+                await cur.execute(query, params)
                 return await cur.fetchall() if cur.description else []
         except psycopg.Error as err:
             raise translate(err) from err
@@ -159,7 +168,9 @@ class PostgresStore:
             raise NotFound(f"project {project_id} not found", field="project_id")
         return Project.model_validate(rows[0])
 
-    async def list_projects(self, *, user_id: UUID | None = None, limit: int = 100) -> list[Project]:
+    async def list_projects(
+        self, *, user_id: UUID | None = None, limit: int = 100
+    ) -> list[Project]:
         """Newest first; only `user_id`'s when given."""
         rows = await self._rows(
             "select * from projects where (%(u)s::uuid is null or user_id = %(u)s)"
@@ -273,10 +284,13 @@ class PostgresStore:
         try:
             async with self._pool.connection() as conn:
                 try:
-                    async with conn.transaction(), conn.cursor() as cur:
-                        async with cur.copy(_COPY_EVENTS) as copy:
-                            for e in events:
-                                await copy.write_row(_copy_row(e))
+                    async with (
+                        conn.transaction(),
+                        conn.cursor() as cur,
+                        cur.copy(_COPY_EVENTS) as copy,
+                    ):
+                        for e in events:
+                            await copy.write_row(_copy_row(e))
                 except pgerrors.UniqueViolation:
                     await self._merge_events(conn, events)
         except psycopg.Error as err:
@@ -285,7 +299,9 @@ class PostgresStore:
             raise StoreUnavailable(f"database unavailable: {err}") from err
 
     @staticmethod
-    async def _merge_events(conn: psycopg.AsyncConnection[Any], events: Sequence[EventRecord]) -> None:
+    async def _merge_events(
+        conn: psycopg.AsyncConnection[Any], events: Sequence[EventRecord]
+    ) -> None:
         async with conn.transaction(), conn.cursor() as cur:
             await cur.execute(
                 "create temp table if not exists _events_stage"
@@ -311,7 +327,13 @@ class PostgresStore:
         cursor_json = json.dumps({str(w): s for w, s in after.positions.items()})
         rows = await self._rows(
             _READ_EVENTS,
-            {"p": project_id, "cursor": cursor_json, "agent": agent, "level": level, "limit": limit},
+            {
+                "p": project_id,
+                "cursor": cursor_json,
+                "agent": agent,
+                "level": level,
+                "limit": limit,
+            },
         )
         return [Event.model_validate(r) for r in rows]
 

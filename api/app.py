@@ -1,0 +1,46 @@
+"""The FastAPI app: the same object Modal serves with @modal.asgi_app and uvicorn serves locally."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import errors
+from api.routes import logs
+from api.services import Services
+from schemas.settings import Settings, get_settings
+
+
+def create_app(services: Services | None = None, settings: Settings | None = None) -> FastAPI:
+    """Build the app; with `services` given (tests, the CLI) the caller owns their lifecycle."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if services is not None:
+            app.state.services = services
+            yield
+            return
+        opened = await Services.open(settings or get_settings())
+        app.state.services = opened
+        try:
+            yield
+        finally:
+            await opened.close()
+
+    app = FastAPI(
+        title="myyc",
+        version="0.1.0",
+        summary="The backend of an AI app builder: an idea becomes a live project.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.include_router(logs.router)
+
+    @app.get("/health", tags=["ops"])
+    async def health() -> dict[str, str]:
+        """Liveness: the process answers."""
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,78 @@
+"""A project's event log: read after a cursor, or follow it live over SSE."""
+
+from __future__ import annotations
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+
+from api.deps import ServicesDep
+from api.sse import sse_events
+from schemas.events import Cursor, Event
+from schemas.status import LogLevel
+
+router = APIRouter(tags=["logs"])
+
+
+class LogPage(BaseModel):
+    """A page of events and the cursor to read the next one from."""
+
+    events: list[Event]
+    """Events after the given cursor, each writer's in order."""
+    cursor: str
+    """Pass as `after` to get the events that follow."""
+
+
+@router.get("/projects/{project_id}/logs", response_model=LogPage)
+async def read_logs(
+    project_id: UUID,
+    services: ServicesDep,
+    after: Annotated[
+        str | None, Query(max_length=65536, description="A cursor from a previous page.")
+    ] = None,
+    agent: Annotated[
+        str | None, Query(max_length=100, description="Only this agent's events.")
+    ] = None,
+    level: Annotated[LogLevel | None, Query(description="Only events of this level.")] = None,
+    limit: Annotated[int, Query(ge=1, le=5000, description="At most this many events.")] = 1000,
+) -> LogPage:
+    """Events of a project after `after` (all when omitted)."""
+    cursor = Cursor.parse(after, field="after")
+    await services.store.get_project(project_id)
+    events = await services.store.read_events(
+        project_id, after=cursor, limit=limit, agent=agent, level=level
+    )
+    for event in events:
+        cursor.advance(event)
+    return LogPage(events=events, cursor=cursor.encode())
+
+
+@router.get(
+    "/projects/{project_id}/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}, "description": "SSE frames."}},
+)
+async def stream_logs(
+    project_id: UUID,
+    services: ServicesDep,
+    after: Annotated[
+        str | None, Query(max_length=65536, description="Start after this cursor.")
+    ] = None,
+    last_event_id: Annotated[
+        str | None, Header(max_length=65536, description="Resume point; wins over `after`.")
+    ] = None,
+) -> StreamingResponse:
+    """Follow a project's log live (Server-Sent Events); reconnect with Last-Event-ID."""
+    if last_event_id is not None:
+        cursor = Cursor.parse(last_event_id, field="Last-Event-ID")
+    else:
+        cursor = Cursor.parse(after, field="after")
+    await services.store.get_project(project_id)
+    return StreamingResponse(
+        sse_events(services.store, services.hub, project_id, cursor),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
