@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Any, TextIO
 from uuid import UUID
 
+import orjson
+
 from clients.retry import RetryPolicy, backoff_delay
 from schemas.errors import MyycError, StoreUnavailable, ValidationFailed
 from schemas.events import EVENT_TYPES, LEVELS, truncate_message
@@ -45,6 +47,10 @@ WRITER_POLICY = RetryPolicy(max_attempts=1_000_000, base_delay=0.05, max_delay=2
 
 # (seq, project_id, session_id, agent_name, level, type, message, data, timestamp)
 _Pending = tuple[int, UUID, UUID | None, str, str, str, str, Any, float]
+
+
+def _dumps(data: Any) -> str:
+    return orjson.dumps(data, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def event_id(writer_id: UUID, seq: int) -> UUID:
@@ -214,7 +220,7 @@ class LogWriter:
         seq, project_id, session_id, agent, level, etype, message, data, ts = p
         return EventRecord(
             event_id(self.writer_id, seq), project_id, session_id, agent, level, etype, message,
-            None if data is None else json.dumps(data, default=str), ts, self.writer_id, seq,
+            None if data is None else _dumps(data), ts, self.writer_id, seq,
         )  # fmt: skip
 
     async def _deliver(self, records: list[EventRecord]) -> None:

@@ -4,21 +4,19 @@
 -- migrations, so that supabase/migrations/*.sql run unchanged here and on Supabase.
 -- Every statement is idempotent: running this twice changes nothing.
 
+-- Roles are cluster-wide: two databases bootstrapping at once race on them, so a role that
+-- appeared meanwhile is fine (the advisory lock in the runner only covers one database).
 do $$
 begin
-  if not exists (select 1 from pg_roles where rolname = 'anon') then
-    create role anon nologin noinherit;
-  end if;
-  if not exists (select 1 from pg_roles where rolname = 'authenticated') then
-    create role authenticated nologin noinherit;
-  end if;
-  if not exists (select 1 from pg_roles where rolname = 'service_role') then
-    create role service_role nologin noinherit bypassrls;
-  end if;
+  begin create role anon nologin noinherit;
+  exception when duplicate_object or unique_violation then null; end;
+  begin create role authenticated nologin noinherit;
+  exception when duplicate_object or unique_violation then null; end;
+  begin create role service_role nologin noinherit bypassrls;
+  exception when duplicate_object or unique_violation then null; end;
   -- PostgREST logs in as `authenticator` and switches to the role named by the JWT.
-  if not exists (select 1 from pg_roles where rolname = 'authenticator') then
-    create role authenticator login noinherit;
-  end if;
+  begin create role authenticator login noinherit;
+  exception when duplicate_object or unique_violation then null; end;
 end
 $$;
 

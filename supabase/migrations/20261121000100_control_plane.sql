@@ -98,8 +98,10 @@ create trigger agent_runs_updated_at before update on public.agent_runs
 -- project_logs: the event log (seed 000). Each event carries its writer and that writer's
 -- sequence number: a reader resuming after (writer, seq) pairs gets every later event once.
 -- `id` is derived by the writer from (writer_id, seq), so a retried batch is idempotent.
+-- A direct single-row insert (seed 000's pattern) gets defaults: a writer of its own with
+-- seq 1, which keeps the exactly-once cursor correct for it too.
 create table public.project_logs (
-  id uuid primary key,
+  id uuid primary key default gen_random_uuid(),
   project_id uuid not null references public.projects (id) on delete cascade,
   session_id uuid references public.build_sessions (id) on delete cascade,
   agent_name text not null,
@@ -108,8 +110,8 @@ create table public.project_logs (
   message text not null,
   data jsonb,
   "timestamp" timestamptz not null default now(),
-  writer_id uuid not null,
-  seq bigint not null check (seq > 0)
+  writer_id uuid not null default gen_random_uuid(),
+  seq bigint not null default 1 check (seq > 0)
 );
 create unique index project_logs_cursor_idx on public.project_logs (project_id, writer_id, seq);
 
@@ -210,5 +212,6 @@ begin
   return query select * from public.projects where id = p_project_id;
 end
 $$;
-revoke all on function public.rollup_project(uuid) from public;
+-- Supabase grants execute on new public functions to anon and authenticated by default.
+revoke all on function public.rollup_project(uuid) from public, anon, authenticated;
 grant execute on function public.rollup_project(uuid) to service_role;
