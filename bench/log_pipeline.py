@@ -8,7 +8,7 @@ All figures come from one run on one embedded PostgreSQL, with the same rows:
 - copy: a raw COPY of the rows in batches of 2,000 (the practical ceiling here);
 - LogWriter: `log()` per line, persisted with ids, ordering and idempotency;
 - latency: `log()` → the event arriving on the SSE stream, at a steady rate.
-The last line is `speedup_vs_naive=… copy_fraction=… events_per_s=… log_call_us=… p50_ms=… p99_ms=…`.
+The last line: `speedup_vs_naive= copy_fraction= events_per_s= log_call_us= p50_ms= p99_ms=`.
 """
 
 from __future__ import annotations
@@ -151,9 +151,14 @@ async def bench_latency(
     return statistics.median(latencies), latencies[int(len(latencies) * 0.99) - 1]
 
 
-async def main(quick: bool) -> None:
+def bench_dir() -> Path:
+    """A scratch directory the embedded server's system user can reach."""
     root = Path(tempfile.mkdtemp(prefix="myyc-bench-"))
     root.chmod(0o755)
+    return root
+
+
+async def main(quick: bool, root: Path) -> None:
     pg = EmbeddedPostgres(root)
     url = await asyncio.to_thread(pg.start)
     try:
@@ -201,4 +206,4 @@ async def main(quick: bool) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller runs (under a minute)")
-    asyncio.run(main(parser.parse_args().quick))
+    asyncio.run(main(parser.parse_args().quick, bench_dir()))
