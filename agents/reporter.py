@@ -56,7 +56,7 @@ class RunReporter:
             raise ValidationFailed("a reported run needs a project", field="project_id")
         run: AgentRun = await self._store.create_run(new)
         await self._log(run, f"{run.agent_name} queued", EventType.run_status,
-                        {"run_id": str(run.id), "status": run.status})  # fmt: skip
+                        {"run_id": str(run.id), "from": None, "to": run.status.value})  # fmt: skip
         return run
 
     async def start_run(
