@@ -1,4 +1,4 @@
-"""RunReporter on real Postgres: seed 001's publisher API, the state machine, the rollup, the log."""
+"""RunReporter on real Postgres: seed 001's publisher API, state machine, rollup and log."""
 
 from __future__ import annotations
 
@@ -47,7 +47,8 @@ async def test_the_seed_flow_end_to_end(pg_store: PostgresStore, reporter) -> No
     assert run.result == {"output": "Task completed successfully"}
     assert run.verification_attempts == 2
     assert [e["tests"] for e in run.verification_evidence] == ["2 failed", "all passed"]
-    assert run.completed_at is not None and run.heartbeat_at is not None
+    assert run.completed_at is not None
+    assert run.heartbeat_at is not None
     done = await pg_store.get_project(project)
     assert (done.status, done.progress) == (ProjectStatus.completed, 100)
 
