@@ -8,7 +8,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import errors
-from api.routes import logs
+from api.auth import ReplayGuard
+from api.limits import BodyLimit, RateLimiter
+from api.routes import agent_runs, logs, projects
 from api.services import Services
 from schemas.settings import Settings, get_settings
 
@@ -22,7 +24,7 @@ def create_app(services: Services | None = None, settings: Settings | None = Non
             app.state.services = services
             yield
             return
-        opened = await Services.open(settings or get_settings())
+        opened = await Services.open(effective)
         app.state.services = opened
         try:
             yield
@@ -36,6 +38,12 @@ def create_app(services: Services | None = None, settings: Settings | None = Non
         lifespan=lifespan,
     )
     errors.install(app)
+    effective = services.settings if services is not None else (settings or get_settings())
+    app.state.replays = ReplayGuard()
+    app.state.spawn_limiter = RateLimiter(effective.spawn_rate_per_minute)
+    app.add_middleware(BodyLimit, max_bytes=effective.max_body_bytes)
+    app.include_router(projects.router)
+    app.include_router(agent_runs.router)
     app.include_router(logs.router)
 
     @app.get("/health", tags=["ops"])

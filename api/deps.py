@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
+from uuid import UUID
 
 from fastapi import Depends, Request
 
 from api.services import Services
+from schemas.errors import NotFound
+from schemas.rows import Project
+
+if TYPE_CHECKING:
+    from api.auth import Caller
 
 
 def get_services(request: Request) -> Services:
@@ -16,3 +22,11 @@ def get_services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+async def visible_project(services: Services, caller: Caller, project_id: UUID) -> Project:
+    """The project if the caller may see it; someone else's is NotFound, like an unknown one."""
+    project = await services.store.get_project(project_id)
+    if not caller.is_service and project.user_id != caller.user_id:
+        raise NotFound(f"project {project_id} not found", field="project_id")
+    return project

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from pydantic import SecretStr
 
 from agents.reporter import RunReporter
 from local.pg import EmbeddedPostgres
@@ -13,6 +16,9 @@ from store.live import EventHub
 from store.log_writer import LogWriter
 from store.migrate import migrate
 from store.ports import Store
+
+if TYPE_CHECKING:
+    from agents.dispatch import Dispatcher
 
 logger = logging.getLogger(__name__)
 
@@ -28,11 +34,17 @@ class Services:
     hub: EventHub | None = None
     embedded: EmbeddedPostgres | None = None
     database_url: str | None = None
+    dispatcher: Dispatcher | None = None
     _closed: bool = field(default=False, repr=False)
 
     @classmethod
     async def open(cls, settings: Settings) -> Services:
         """Start what local mode needs (embedded Postgres, migrations) and open the adapters."""
+        if settings.is_local and settings.myyc_hmac_secret is None:
+            from local.secret import local_secret
+
+            secret = local_secret(settings.myyc_data_dir)
+            settings = settings.model_copy(update={"myyc_hmac_secret": SecretStr(secret)})
         embedded: EmbeddedPostgres | None = None
         store: Store
         hub: EventHub | None = None
@@ -64,13 +76,19 @@ class Services:
             retry_for=settings.log_retry_seconds,
             spool_dir=settings.spool_dir,
         ).start()
-        return cls(settings, store, writer, RunReporter(store, writer), hub, embedded, url)
+        services = cls(settings, store, writer, RunReporter(store, writer), hub, embedded, url)
+        from agents.dispatch import make_dispatcher
+
+        services.dispatcher = make_dispatcher(services)
+        return services
 
     async def close(self) -> None:
         """Flush the log, stop listening, close the store (and the embedded server)."""
         if self._closed:
             return
         self._closed = True
+        if self.dispatcher is not None:
+            await self.dispatcher.close()
         await self.writer.close()
         if self.hub is not None:
             await self.hub.close()

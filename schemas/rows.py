@@ -154,3 +154,39 @@ class NewRun(BaseModel):
     """The owner."""
     metadata: dict[str, Any] = Field(default_factory=dict)
     """Free context."""
+
+
+class PlanItem(_Row):
+    """A `project_plan` row (seed 002)."""
+
+    id: UUID
+    """The row id."""
+    project_id: UUID
+    """The project."""
+    feature: str
+    """The feature."""
+    status: str
+    """planned, in_progress, done or dropped."""
+    notes: str | None = None
+    """Notes."""
+    priority: str
+    """high, medium or low."""
+    position: int
+    """Order in the plan."""
+
+
+class Activity(_Row):
+    """An `activity_log` row (seed 002): every action, by the AI, a user or the system."""
+
+    id: UUID
+    """The row id."""
+    project_id: UUID
+    """The project."""
+    actor: str
+    """ai, user or system."""
+    action: str
+    """What happened."""
+    details: dict[str, Any] = Field(default_factory=dict)
+    """Detail."""
+    created_at: datetime
+    """When."""

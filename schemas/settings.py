@@ -10,10 +10,12 @@ from __future__ import annotations
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+_LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
 _PLACEHOLDERS = frozenset({"changeme", "change-me", "changethis", "secret", "xxx", "todo"})
 
 
@@ -45,6 +47,33 @@ class Settings(BaseSettings):
     supabase_jwt_secret: SecretStr | None = None
     """The project's JWT secret, used to verify users' HS256 tokens."""
 
+    myyc_hmac_secret: SecretStr | None = None
+    """Shared secret server-to-server callers (edge functions, cron) sign requests with."""
+
+    myyc_auth_disabled: bool = False
+    """Turn auth off: allowed only in local mode with the API bound to loopback."""
+
+    myyc_host: str = "127.0.0.1"
+    """Where `myyc up` binds the API."""
+
+    myyc_port: int = Field(default=8765, ge=0, le=65535)
+    """The port `myyc up` binds."""
+
+    spawn_rate_per_minute: int = Field(default=30, ge=1)
+    """Spawns one user may make per minute (a burst of this size, refilled evenly)."""
+
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    """Request bodies above this answer 413."""
+
+    github_token: SecretStr | None = None
+    """With a token, repositories are created on GitHub; without, in the local forge."""
+
+    github_org: str | None = None
+    """Create repositories under this organisation instead of the token's user."""
+
+    github_api_url: str = "https://api.github.com"
+    """The GitHub REST API base (GitHub Enterprise, or a fake in tests)."""
+
     log_batch_size: int = Field(default=2000, ge=1, le=50_000)
     """The most events one LogWriter flush sends."""
 
@@ -57,14 +86,48 @@ class Settings(BaseSettings):
     log_retry_seconds: float = Field(default=5.0, ge=0.0)
     """How long a flush retries before its events go to the local spool."""
 
+    supabase_anon_key: SecretStr | None = None
+    """The anon key: preview containers send it as `apikey` to PostgREST and Realtime."""
+
+    fly_api_token: SecretStr | None = None
+    """A Fly token (`FlyV1 …` or a bare macaroon); with `fly_app`, previews run on Fly."""
+
+    fly_app: str | None = None
+    """The Fly app preview machines live in (its IPs and `services` route the public URL)."""
+
+    preview_image: str = "ghcr.io/myyc/preview-container:latest"
+    """The preview container image (built from previews/container/Dockerfile)."""
+
+    preview_cpu_kind: Literal["shared", "performance"] = "shared"
+    """Fly guest CPU kind for a preview machine."""
+
+    preview_cpus: int = Field(default=1, ge=1, le=16)
+    """vCPUs per preview machine."""
+
+    preview_memory_mb: int = Field(default=512, ge=256, le=16_384, multiple_of=256)
+    """Memory per preview machine (Fly wants a multiple of 256)."""
+
+    preview_ttl_minutes: int = Field(default=60, ge=1, le=24 * 60)
+    """A preview session expires this long after its last start; cleanup then ends it."""
+
+    preview_max_live_per_user: int = Field(default=3, ge=1)
+    """Live (creating or active) previews one user may hold at once."""
+
+    preview_boot_timeout_seconds: float = Field(default=90.0, gt=0.0)
+    """How long a new preview may take to answer its health probe before it is an error."""
+
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> Settings:
-        for name in ("supabase_service_role_key", "supabase_jwt_secret"):
+        secrets = ("supabase_service_role_key", "supabase_jwt_secret", "myyc_hmac_secret",
+                   "github_token")  # fmt: skip
+        for name in secrets:
             value = getattr(self, name)
             if value is not None and value.get_secret_value().strip().lower() in _PLACEHOLDERS:
                 raise ValueError(f"{name} is a placeholder; set a real secret")
         if (self.supabase_url is None) != (self.supabase_service_role_key is None):
             raise ValueError("set SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY together")
+        if self.myyc_auth_disabled and not (self.is_local and self.myyc_host in _LOOPBACK):
+            raise ValueError("MYYC_AUTH_DISABLED is allowed only in local mode on loopback")
         return self
 
     @property
@@ -80,6 +143,11 @@ class Settings(BaseSettings):
     def is_local(self) -> bool:
         """True when no production part is configured."""
         return self.store_kind is StoreKind.embedded
+
+    @property
+    def forge_dir(self) -> Path:
+        """Where the local forge keeps its bare git repositories."""
+        return self.myyc_data_dir / "forge"
 
     @property
     def spool_dir(self) -> Path:

@@ -11,7 +11,8 @@ from typing import Any, NamedTuple, Protocol
 from uuid import UUID
 
 from schemas.events import Cursor, Event
-from schemas.rows import AgentRun, BuildSession, NewProject, NewRun, Project
+from schemas.plan import Feature
+from schemas.rows import Activity, AgentRun, BuildSession, NewProject, NewRun, PlanItem, Project
 from schemas.status import LogLevel, RunStatus
 
 
@@ -121,7 +122,52 @@ class EventStore(Protocol):
         ...
 
 
-class Store(ProjectStore, RunStore, EventStore, Protocol):
+class Spawned(NamedTuple):
+    """The result of a spawn: the ids, and whether this call created them."""
+
+    project_id: UUID
+    build_id: UUID
+    created: bool
+
+
+class BuildStore(Protocol):
+    """Spawning, build sessions, and seed 002's plan and activity log."""
+
+    async def spawn_project(self, new: NewProject, agents: Sequence[str]) -> Spawned:
+        """In one transaction: project, build session, one pending run per agent.
+
+        A repeated `new.idempotency_key` (per owner) returns the first spawn's ids.
+        """
+        ...
+
+    async def get_session(self, build_id: UUID) -> BuildSession:
+        """The build session; NotFound if unknown."""
+        ...
+
+    async def update_session(self, build_id: UUID, changes: Mapping[str, Any]) -> BuildSession:
+        """Set columns (status, plan, environment, outputs, error, error_code)."""
+        ...
+
+    async def add_plan(self, project_id: UUID, features: Sequence[Feature]) -> None:
+        """Append features to the project's plan (a feature already planned is kept as is)."""
+        ...
+
+    async def list_plan(self, project_id: UUID) -> list[PlanItem]:
+        """The project's plan in order."""
+        ...
+
+    async def add_activity(
+        self, project_id: UUID, actor: str, action: str, details: Mapping[str, Any]
+    ) -> None:
+        """Append to the project's activity log (actor: ai, user or system)."""
+        ...
+
+    async def list_activity(self, project_id: UUID) -> list[Activity]:
+        """The project's activity log, oldest first."""
+        ...
+
+
+class Store(ProjectStore, RunStore, EventStore, BuildStore, Protocol):
     """Everything the control plane persists."""
 
     async def close(self) -> None:

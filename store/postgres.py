@@ -24,9 +24,10 @@ from psycopg_pool import AsyncConnectionPool
 
 from schemas.errors import Conflict, MyycError, NotFound, StoreUnavailable, ValidationFailed
 from schemas.events import Cursor, Event
-from schemas.rows import AgentRun, BuildSession, NewProject, NewRun, Project
+from schemas.plan import Feature
+from schemas.rows import Activity, AgentRun, BuildSession, NewProject, NewRun, PlanItem, Project
 from schemas.status import LIVE_RUN_STATUSES, LogLevel, RunStatus
-from store.ports import EventRecord
+from store.ports import EventRecord, Spawned
 
 EVENT_COLUMNS = (
     "id", "project_id", "session_id", "agent_name", "level", "type", "message", "data",
@@ -50,7 +51,12 @@ _RUN_COLUMNS = frozenset(
 _PROJECT_COLUMNS = frozenset(
     {"status", "progress", "github_url", "deployment_url", "preview_url", "error", "error_code"}
 )
-_JSON_COLUMNS = frozenset({"result", "metadata", "verification_evidence"})
+_SESSION_COLUMNS = frozenset(
+    {"status", "plan", "environment", "outputs", "error", "error_code", "template"}
+)
+_JSON_COLUMNS = frozenset(
+    {"result", "metadata", "verification_evidence", "plan", "environment", "outputs"}
+)
 
 # Loose index scan over the project's writers, then each writer's next events by seq:
 # cost grows with writers and page size, not with the size of the log.
@@ -212,6 +218,89 @@ class PostgresStore:
             (project_id, user_id, vibe_text),
         )
         return BuildSession.model_validate(rows[0])
+
+    async def _update(
+        self, table: str, allowed: frozenset[str], row_id: UUID, changes: Mapping[str, Any]
+    ) -> list[dict[str, Any]]:
+        unknown = set(changes) - allowed
+        if unknown:
+            raise ValidationFailed(f"cannot set {sorted(unknown)} on {table}", field=min(unknown))
+        params = {k: Jsonb(v) if k in _JSON_COLUMNS else v for k, v in changes.items()}
+        query = sql.SQL("update {} set {} where id = %(id)s returning *").format(
+            sql.Identifier(table),
+            sql.SQL(", ").join(
+                sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in changes
+            ),
+        )
+        return await self._rows(query, {**params, "id": row_id})
+
+    # builds -------------------------------------------------------------------------------
+
+    async def spawn_project(self, new: NewProject, agents: Sequence[str]) -> Spawned:
+        """Project, build session and pending runs in one transaction (SQL spawn_project)."""
+        rows = await self._rows(
+            "select spawn_project(%s, %s, %s, %s, %s, %s) as r",
+            (new.title, new.description, new.category, new.user_id, new.idempotency_key,
+             list(agents)),
+        )  # fmt: skip
+        r = rows[0]["r"]
+        return Spawned(UUID(r["project_id"]), UUID(r["build_id"]), bool(r["created"]))
+
+    async def get_session(self, build_id: UUID) -> BuildSession:
+        """The build session; NotFound if unknown."""
+        rows = await self._rows("select * from build_sessions where id = %s", (build_id,))
+        if not rows:
+            raise NotFound(f"build session {build_id} not found", field="build_id")
+        return BuildSession.model_validate(rows[0])
+
+    async def update_session(self, build_id: UUID, changes: Mapping[str, Any]) -> BuildSession:
+        """Set columns of a build session."""
+        rows = await self._update("build_sessions", _SESSION_COLUMNS, build_id, changes)
+        if not rows:
+            raise NotFound(f"build session {build_id} not found", field="build_id")
+        return BuildSession.model_validate(rows[0])
+
+    async def add_plan(self, project_id: UUID, features: Sequence[Feature]) -> None:
+        """Append features to the plan; one already planned is kept as is."""
+        await self._rows(
+            "insert into project_plan (project_id, feature, priority, notes, position)"
+            " select %(p)s, f, pr, n, o + coalesce((select max(position) + 1 from project_plan"
+            "   where project_id = %(p)s), 0)"
+            " from unnest(%(f)s::text[], %(pr)s::text[], %(n)s::text[]) with ordinality"
+            "   as t(f, pr, n, o)"
+            " on conflict (project_id, feature) do nothing",
+            {
+                "p": project_id,
+                "f": [f.feature for f in features],
+                "pr": [f.priority for f in features],
+                "n": [f.notes for f in features],
+            },
+        )
+
+    async def list_plan(self, project_id: UUID) -> list[PlanItem]:
+        """The plan in order."""
+        rows = await self._rows(
+            "select * from project_plan where project_id = %s order by position, created_at",
+            (project_id,),
+        )
+        return [PlanItem.model_validate(r) for r in rows]
+
+    async def add_activity(
+        self, project_id: UUID, actor: str, action: str, details: Mapping[str, Any]
+    ) -> None:
+        """Append to the activity log."""
+        await self._rows(
+            "insert into activity_log (project_id, actor, action, details) values (%s, %s, %s, %s)",
+            (project_id, actor, action, Jsonb(dict(details))),
+        )
+
+    async def list_activity(self, project_id: UUID) -> list[Activity]:
+        """The activity log, oldest first."""
+        rows = await self._rows(
+            "select * from activity_log where project_id = %s order by created_at, id",
+            (project_id,),
+        )
+        return [Activity.model_validate(r) for r in rows]
 
     # runs ---------------------------------------------------------------------------------
 

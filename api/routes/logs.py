@@ -9,7 +9,8 @@ from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
-from api.deps import ServicesDep
+from api.auth import CallerDep
+from api.deps import ServicesDep, visible_project
 from api.sse import sse_events
 from schemas.events import Cursor, Event
 from schemas.status import LogLevel
@@ -30,6 +31,7 @@ class LogPage(BaseModel):
 async def read_logs(
     project_id: UUID,
     services: ServicesDep,
+    caller: CallerDep,
     after: Annotated[
         str | None, Query(max_length=65536, description="A cursor from a previous page.")
     ] = None,
@@ -41,7 +43,7 @@ async def read_logs(
 ) -> LogPage:
     """Events of a project after `after` (all when omitted)."""
     cursor = Cursor.parse(after, field="after")
-    await services.store.get_project(project_id)
+    await visible_project(services, caller, project_id)
     events = await services.store.read_events(
         project_id, after=cursor, limit=limit, agent=agent, level=level
     )
@@ -58,6 +60,7 @@ async def read_logs(
 async def stream_logs(
     project_id: UUID,
     services: ServicesDep,
+    caller: CallerDep,
     after: Annotated[
         str | None, Query(max_length=65536, description="Start after this cursor.")
     ] = None,
@@ -70,7 +73,7 @@ async def stream_logs(
         cursor = Cursor.parse(last_event_id, field="Last-Event-ID")
     else:
         cursor = Cursor.parse(after, field="after")
-    await services.store.get_project(project_id)
+    await visible_project(services, caller, project_id)
     return StreamingResponse(
         sse_events(services.store, services.hub, project_id, cursor),
         media_type="text/event-stream",

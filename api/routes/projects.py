@@ -1,0 +1,110 @@
+"""Spawning projects and reading them (seed 000): POST /spawn, GET /status/{id}, GET /projects."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import JSONResponse
+
+from agents.orchestrator import PIPELINE
+from api.auth import CallerDep
+from api.deps import ServicesDep, visible_project
+from api.limits import rate_key
+from schemas.api import RunLine, SpawnRequest, SpawnResponse, StatusResponse
+from schemas.errors import ErrorCode, MyycError
+from schemas.rows import NewProject, Project
+
+logger = logging.getLogger(__name__)
+router = APIRouter(tags=["projects"])
+
+
+class DispatchFailed(MyycError):
+    """The orchestrator could not be started."""
+
+    code = ErrorCode.upstream_error
+
+
+@router.post(
+    "/spawn",
+    status_code=202,
+    response_model=SpawnResponse,
+    responses={200: {"model": SpawnResponse, "description": "A repeated Idempotency-Key."}},
+)
+async def spawn(
+    body: SpawnRequest,
+    request: Request,
+    services: ServicesDep,
+    caller: CallerDep,
+    idempotency_key: Annotated[
+        str | None,
+        Header(min_length=1, max_length=200, description="Repeat it to get the first answer back."),
+    ] = None,
+) -> JSONResponse:
+    """Create a project from an idea and start its build; answers before the agents run."""
+    user_id = body.user_id if caller.is_service else caller.user_id
+    limiter, key = request.app.state.spawn_limiter, rate_key(user_id)
+    if key is not None:
+        limiter.check(key)
+    idea = body.idea()
+    spawned = await services.store.spawn_project(
+        NewProject(
+            title=idea.title, description=idea.description, category=idea.category,
+            user_id=user_id, idempotency_key=idempotency_key,
+        ),
+        PIPELINE,
+    )  # fmt: skip
+    answer = SpawnResponse(project_id=spawned.project_id, build_id=spawned.build_id)
+    if not spawned.created:
+        if key is not None:
+            limiter.refund(key)
+        return JSONResponse(answer.model_dump(mode="json"), status_code=200)
+    assert services.dispatcher is not None
+    try:
+        await services.dispatcher.spawn(
+            "orchestrator", project_id=str(spawned.project_id), build_id=str(spawned.build_id)
+        )
+    except Exception as err:
+        logger.exception("could not start the build of %s", spawned.project_id)
+        await services.store.update_project(
+            spawned.project_id,
+            {"status": "failed", "error": f"could not start the build: {err}",
+             "error_code": ErrorCode.upstream_error.value},
+        )  # fmt: skip
+        raise DispatchFailed("could not start the build; try again with a new key") from err
+    return JSONResponse(answer.model_dump(mode="json"), status_code=202)
+
+
+def _status(project: Project, runs: list[RunLine]) -> StatusResponse:
+    return StatusResponse(
+        project_id=project.id, title=project.title, status=project.status,
+        progress=project.progress, github_url=project.github_url,
+        deployment_url=project.deployment_url, preview_url=project.preview_url,
+        error=project.error, created_at=project.created_at, updated_at=project.updated_at,
+        runs=runs,
+    )  # fmt: skip
+
+
+@router.get("/status/{project_id}", response_model=StatusResponse)
+async def status(project_id: UUID, services: ServicesDep, caller: CallerDep) -> StatusResponse:
+    """A project's status, progress, URLs, and one line per agent run."""
+    project = await visible_project(services, caller, project_id)
+    runs = await services.store.list_runs(project_id=project_id)
+    # Runs of one spawn share a start time: order them as the pipeline runs them.
+    position = {name: i for i, name in enumerate(("orchestrator", *PIPELINE))}
+    runs.sort(key=lambda r: (r.started_at, position.get(r.agent_name, len(position))))
+    lines = [RunLine.model_validate(r, from_attributes=True) for r in runs]
+    return _status(project, lines)
+
+
+@router.get("/projects", response_model=list[StatusResponse])
+async def projects(
+    services: ServicesDep,
+    caller: CallerDep,
+    limit: Annotated[int, Query(ge=1, le=500, description="At most this many.")] = 50,
+) -> list[StatusResponse]:
+    """The portfolio: the caller's projects, newest first (servers see all)."""
+    rows = await services.store.list_projects(user_id=caller.owner_filter(), limit=limit)
+    return [_status(p, []) for p in rows]

@@ -1,0 +1,328 @@
+"""Spawning end to end: the real API on a socket, the local dispatcher, real agents, real git."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+from uuid import UUID, uuid4
+
+import httpx
+import jwt
+import orjson
+import psycopg
+import pytest
+from pydantic import SecretStr
+
+from agents.common import RunContext, run_reported
+from agents.dispatch import LocalDispatcher
+from agents.registry import AGENTS
+from api.app import create_app
+from api.auth import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from api.services import Services
+from local.remote import RemoteClient
+from schemas.events import Cursor
+from schemas.settings import Settings
+from tests.support import serve
+
+SECRET = "test-hmac-secret-0123456789"
+JWT_SECRET = "test-jwt-secret-0123456789-abcdefghijklmnop"
+
+
+def _settings(db_url: str, data_dir: Path, **extra: Any) -> Settings:
+    return Settings(
+        database_url=db_url,
+        myyc_data_dir=data_dir,
+        myyc_hmac_secret=SecretStr(SECRET),
+        supabase_jwt_secret=SecretStr(JWT_SECRET),
+        **extra,
+    )
+
+
+@pytest.fixture
+async def api(db_url: str, tmp_path: Path) -> AsyncIterator[tuple[str, Services]]:
+    services = await Services.open(_settings(db_url, tmp_path))
+    try:
+        async with serve(create_app(services)) as base:
+            yield base, services
+    finally:
+        await services.close()
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout
+
+
+def _user_token(user_id: UUID) -> str:
+    claims = {"sub": str(user_id), "role": "authenticated", "aud": "authenticated",
+              "exp": int(time.time()) + 3600}  # fmt: skip
+    return jwt.encode(claims, JWT_SECRET, algorithm="HS256")
+
+
+def _signed(method: str, path: str, body: bytes = b"", ts: int | None = None) -> dict[str, str]:
+    ts = int(time.time()) if ts is None else ts
+    return {
+        TIMESTAMP_HEADER: str(ts),
+        SIGNATURE_HEADER: sign(SECRET.encode(), ts, method, path, body),
+        "content-type": "application/json",
+    }
+
+
+async def test_spawn_runs_the_agents_to_completion(
+    api: tuple[str, Services], tmp_path: Path
+) -> None:
+    base, services = api
+    async with RemoteClient(base, SECRET) as client:
+        spawned = await client.spawn("AI Recipe App", "Save recipes and plan meals", "food-tech")
+        events: list[Any] = []
+        final = await asyncio.wait_for(client.follow(spawned.project_id, events.append), 60)
+    assert final == "completed"
+    project_id = UUID(spawned.project_id)
+
+    async with httpx.AsyncClient(base_url=base) as http:
+        path = f"/status/{project_id}"
+        status = (await http.get(path, headers=_signed("GET", path))).json()
+    assert status["status"] == "completed"
+    assert status["progress"] == 100
+    assert [(r["agent_name"], r["status"]) for r in status["runs"]] == [
+        ("planner", "completed"), ("github", "completed"),
+    ]  # fmt: skip
+    assert status["github_url"].startswith("file://")
+
+    clone = tmp_path / "clone"
+    await asyncio.to_thread(_git, "clone", "-q", status["github_url"], str(clone))
+    assert "AI Recipe App" in (clone / "index.html").read_text()
+    assert {"index.html", "app.js", "styles.css", "README.md", "package.json"} <= {
+        p.name for p in clone.iterdir()
+    }
+    # auto_init's README commit, then every file of the app in one commit.
+    log = (await asyncio.to_thread(_git, "-C", str(clone), "log", "--format=%s")).splitlines()
+    assert log == ["Initial app from myyc: AI Recipe App", "Initial commit"]
+    changed = (
+        await asyncio.to_thread(_git, "-C", str(clone), "show", "--name-only", "--format=", "HEAD")
+    ).split()
+    assert sorted(changed) == ["README.md", "app.js", "index.html", "package.json", "styles.css"]
+
+    plan = await services.store.list_plan(project_id)
+    assert plan[0].priority == "high"
+    assert any("ingredient" in p.feature for p in plan)  # the food category's extra feature
+    actions = [a.action for a in await services.store.list_activity(project_id)]
+    assert actions == ["plan_created", "repository_created"]
+    agents = {e.data.get("agent_name") for e in events} - {None}
+    assert {"planner", "github"} <= agents
+    assert "plan_created" in [e.data.get("type") for e in events]
+    # The project completes with its last run; the orchestrator closes the build just after.
+    assert isinstance(services.dispatcher, LocalDispatcher)
+    await asyncio.wait_for(services.dispatcher.join(), 30)
+    await services.writer.flush()
+    page = await services.store.read_events(project_id, after=Cursor(), limit=10_000)
+    assert page[-1].type == "build_succeeded"
+    session = await services.store.get_session(UUID(spawned.build_id or ""))
+    assert session.status == "succeeded"
+
+
+async def test_one_idempotency_key_makes_one_project(
+    api: tuple[str, Services], db_url: str
+) -> None:
+    base, _ = api
+    body = b'{"title": "Once only", "description": "fifty clicks"}'
+    async with httpx.AsyncClient(base_url=base) as http:
+
+        async def one(i: int) -> httpx.Response:
+            headers = _signed("POST", "/spawn", body, ts=int(time.time()) - i)
+            headers["idempotency-key"] = "same-key-for-all"
+            return await http.post("/spawn", content=body, headers=headers)
+
+        answers = await asyncio.gather(*(one(i) for i in range(50)))
+    assert sorted({a.status_code for a in answers}) == [200, 202]
+    assert sum(a.status_code == 202 for a in answers) == 1
+    assert len({a.json()["project_id"] for a in answers}) == 1
+    with psycopg.connect(db_url) as conn:
+        count = conn.execute("select count(*) from projects where title = 'Once only'").fetchone()
+        sessions = conn.execute("select count(*) from build_sessions").fetchone()
+    assert count == (1,)
+    assert sessions == (1,)
+
+
+async def test_a_failing_agent_fails_the_project_with_its_error(
+    db_url: str, tmp_path: Path
+) -> None:
+    async def broken_github(services, dispatcher, *, project_id, build_id, run_id):  # type: ignore[no-untyped-def]
+        async def body(ctx: RunContext) -> dict[str, Any]:
+            await ctx.log("pushing…")
+            raise RuntimeError("the forge is on fire")
+
+        return await run_reported(services, "github", project_id=project_id,
+                                  build_id=build_id, run_id=run_id, body=body)  # fmt: skip
+
+    services = await Services.open(_settings(db_url, tmp_path))
+    assert services.dispatcher is not None
+    await services.dispatcher.close()
+    services.dispatcher = LocalDispatcher(services, {**AGENTS, "github": broken_github})
+    try:
+        async with serve(create_app(services)) as base, RemoteClient(base, SECRET) as client:
+            spawned = await client.spawn("Doomed", "will fail")
+            events: list[Any] = []
+            final = await asyncio.wait_for(client.follow(spawned.project_id, events.append), 60)
+    finally:
+        await services.close()
+    assert final == "failed"
+    project = await _project(db_url, spawned.project_id)
+    assert "the forge is on fire" in project["error"]
+    assert project["error_code"] == "agent_failed"
+    errors = [e.data["message"] for e in events if e.data.get("level") == "error"]
+    assert any("the forge is on fire" in m for m in errors)
+
+
+async def _project(db_url: str, project_id: str) -> dict[str, Any]:
+    async with await psycopg.AsyncConnection.connect(db_url) as conn, conn.cursor() as cur:
+        await cur.execute("select status, error, error_code from projects where id = %s",
+                          (project_id,))  # fmt: skip
+        row = await cur.fetchone()
+    assert row is not None
+    return {"status": row[0], "error": row[1], "error_code": row[2]}
+
+
+@pytest.mark.parametrize(
+    ("case", "skew", "signed_path", "signature"),
+    [
+        ("missing", None, None, None),
+        ("bad signature", 0, "/spawn", "v1=00"),
+        ("too old", -301, "/spawn", None),
+        ("from the future", 301, "/spawn", None),
+        ("signed for another path", 0, "/agents/run", None),
+    ],
+)
+async def test_unsigned_or_badly_signed_requests_are_401(
+    api: tuple[str, Services],
+    case: str,
+    skew: int | None,
+    signed_path: str | None,
+    signature: str | None,
+) -> None:
+    base, _ = api
+    body = b'{"title":"x"}'
+    headers = {"content-type": "application/json"}
+    if skew is not None and signed_path is not None:
+        headers = _signed("POST", signed_path, body, ts=int(time.time()) + skew)
+        if signature is not None:
+            headers[SIGNATURE_HEADER] = signature
+    async with httpx.AsyncClient(base_url=base) as http:
+        response = await http.post("/spawn", content=body, headers=headers)
+    assert response.status_code == 401, case
+    assert response.json()["error"]["code"] == "unauthorized"
+
+
+async def test_a_replayed_request_is_401(api: tuple[str, Services]) -> None:
+    base, _ = api
+    body = b'{"title": "replay me"}'
+    headers = _signed("POST", "/spawn", body)
+    async with httpx.AsyncClient(base_url=base) as http:
+        first = await http.post("/spawn", content=body, headers=headers)
+        again = await http.post("/spawn", content=body, headers=headers)
+    assert first.status_code == 202
+    assert again.status_code == 401
+    assert again.json()["error"]["message"] == "replayed request"
+
+
+async def test_users_see_only_their_own_projects(api: tuple[str, Services]) -> None:
+    base, services = api
+    alice, bob = uuid4(), uuid4()
+    async with await psycopg.AsyncConnection.connect(services.database_url or "") as conn:
+        await conn.execute("insert into auth.users (id) values (%s), (%s)", (alice, bob))
+        await conn.commit()
+    async with httpx.AsyncClient(base_url=base) as http:
+        as_alice = {"authorization": f"Bearer {_user_token(alice)}"}
+        as_bob = {"authorization": f"Bearer {_user_token(bob)}"}
+        spawned = await http.post("/spawn", json={"title": "Alice's app"}, headers=as_alice)
+        assert spawned.status_code == 202
+        project = spawned.json()["project_id"]
+        assert (await http.get(f"/status/{project}", headers=as_alice)).status_code == 200
+        for path in (f"/status/{project}", f"/projects/{project}/logs"):
+            response = await http.get(path, headers=as_bob)
+            assert response.status_code == 404, path
+            assert response.json()["error"]["code"] == "not_found"
+        assert [
+            p["project_id"] for p in (await http.get("/projects", headers=as_alice)).json()
+        ] == [project]
+        assert (await http.get("/projects", headers=as_bob)).json() == []
+        claims = {"sub": str(bob), "role": "authenticated", "aud": "authenticated",
+                  "exp": int(time.time()) - 10}  # fmt: skip
+        expired = jwt.encode(claims, JWT_SECRET, algorithm="HS256")
+        response = await http.get("/projects", headers={"authorization": f"Bearer {expired}"})
+        assert response.status_code == 401
+
+
+async def test_the_spawn_rate_limit_answers_429_with_retry_after(
+    db_url: str, tmp_path: Path
+) -> None:
+    services = await Services.open(_settings(db_url, tmp_path, spawn_rate_per_minute=2))
+    alice, bob = uuid4(), uuid4()
+    async with await psycopg.AsyncConnection.connect(db_url) as conn:
+        await conn.execute("insert into auth.users (id) values (%s), (%s)", (alice, bob))
+        await conn.commit()
+    try:
+        async with serve(create_app(services)) as base, httpx.AsyncClient(base_url=base) as http:
+            codes = []
+            for i in range(3):
+                as_alice = {"authorization": f"Bearer {_user_token(alice)}"}
+                response = await http.post("/spawn", json={"title": f"b{i}"}, headers=as_alice)
+                codes.append(response.status_code)
+            limited = response
+            # A server spawning for another user, and for no user, is not limited by Alice's.
+            for user in (str(bob), None):
+                body = orjson.dumps({"title": "other", "user_id": user})
+                other = await http.post(
+                    "/spawn", content=body, headers=_signed("POST", "/spawn", body)
+                )
+                codes.append(other.status_code)
+    finally:
+        await services.close()
+    assert codes == [202, 202, 429, 202, 202]
+    response = limited
+    assert int(response.headers["retry-after"]) >= 1
+    assert response.json()["error"]["code"] == "rate_limited"
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        (b"{}", 422, "body"),
+        (b'{"title": ""}', 422, "body.title"),
+        (b'{"title": "x", "surprise": 1}', 422, "body.surprise"),
+        (b'{"title": "x", "config": {"title": "y"}}', 422, "body"),
+        (b"not json", 422, "body"),
+        (b'{"title": "' + b"x" * 300_000 + b'"}', 413, "body"),
+    ],
+)
+async def test_bad_spawn_bodies_get_one_error_shape_and_write_nothing(
+    api: tuple[str, Services], db_url: str, body: bytes, status: int, field: str
+) -> None:
+    base, _ = api
+    async with httpx.AsyncClient(base_url=base) as http:
+        response = await http.post("/spawn", content=body, headers=_signed("POST", "/spawn", body))
+    assert response.status_code == status
+    error = response.json()["error"]
+    assert set(error) <= {"code", "message", "field"}
+    assert error["field"].startswith(field)
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("select count(*) from projects").fetchone() == (0,)
+
+
+async def test_the_seed_000_envelope_is_accepted(api: tuple[str, Services]) -> None:
+    base, services = api
+    body = orjson.dumps(
+        {
+            "project_id": "00000000-0000-0000-0000-000000000001",
+            "config": {"title": "Envelope App", "description": "from the edge function"},
+        }
+    )
+    async with httpx.AsyncClient(base_url=base) as http:
+        response = await http.post("/spawn", content=body, headers=_signed("POST", "/spawn", body))
+    assert response.status_code == 202
+    project = await services.store.get_project(UUID(response.json()["project_id"]))
+    assert project.title == "Envelope App"
+    assert project.description == "from the edge function"
