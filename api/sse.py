@@ -59,7 +59,8 @@ async def _frames(
     idle = 0.0
     while True:
         try:
-            events = await store.read_events(project_id, after=cursor, limit=PAGE)
+            # Shielded: a client leaving mid-read must not cancel the query under the pool.
+            events = await asyncio.shield(store.read_events(project_id, after=cursor, limit=PAGE))
         except StoreUnavailable as err:
             # The stream outlives an outage: wait and read again from the same cursor.
             logger.warning("stream read failed (%s); retrying", err)

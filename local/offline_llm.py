@@ -60,7 +60,7 @@ _EXTRAS = {
 def _noun(idea: SpawnConfig) -> str:
     words = re.findall(r"[a-zA-Z]+", idea.title.lower())
     useful = [w for w in words if w not in _STOP]
-    return (useful[-1] if useful else "item")[:30]
+    return (useful[0] if useful else "item")[:30]
 
 
 def _slug(text: str) -> str:
@@ -86,7 +86,9 @@ class OfflineProvider:
             ),
         ]
         text = f"{idea.title} {idea.description or ''} {idea.category or ''}".lower()
-        features += [f for key, f in _EXTRAS.items() if key in text and f not in features]
+        for key, extra in _EXTRAS.items():
+            if key in text and extra not in features:
+                features.append(extra)
         table = Table(
             name=_slug(noun) + "s",
             columns=[

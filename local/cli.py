@@ -1,0 +1,307 @@
+"""The `myyc` command: run the control plane locally and drive it.
+
+    myyc up                                  embedded Postgres + the API on 127.0.0.1
+    myyc spawn "AI Recipe App" --description "…" [--category …] [--json]
+    myyc logs PROJECT [--follow] [--agent NAME]
+    myyc projects
+    myyc migrate
+
+`spawn`, `logs` and `projects` talk to a running `myyc up` when there is one; otherwise they
+start the API in this process (same code, same database). Requests are HMAC-signed with
+MYYC_HMAC_SECRET or, in local mode, the secret kept under MYYC_DATA_DIR.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+from rich.table import Table
+
+from local.remote import RemoteClient, RemoteError, StreamEvent
+from schemas.settings import Settings, get_settings
+
+LEVEL_STYLE = {"info": "cyan", "success": "green", "warning": "yellow", "error": "bold red"}
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+@dataclass
+class Api:
+    """A reachable API: its URL and a signed client."""
+
+    url: str
+    client: RemoteClient
+    http: httpx.AsyncClient
+
+    async def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        """A signed GET; the JSON answer, or RemoteError with the API's message."""
+        url = httpx.URL(self.url + path)
+        response = await self.http.get(
+            url, params=params, headers=self.client.signed_headers("GET", url, b"")
+        )
+        if response.status_code >= 400:
+            try:
+                message = response.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = response.text[:300]
+            raise RemoteError(f"{path}: {message}", status=response.status_code)
+        return response.json()
+
+
+def _secret(settings: Settings) -> str:
+    if settings.myyc_hmac_secret is not None:
+        return settings.myyc_hmac_secret.get_secret_value()
+    from local.secret import local_secret
+
+    return local_secret(settings.myyc_data_dir)
+
+
+async def _reachable(url: str) -> bool:
+    try:
+        async with httpx.AsyncClient(timeout=1.0) as http:
+            return (await http.get(url + "/health")).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@contextlib.asynccontextmanager
+async def connect(settings: Settings) -> AsyncIterator[Api]:
+    """The running API at MYYC_HOST:MYYC_PORT, or one started in this process."""
+    url = f"http://{settings.myyc_host}:{settings.myyc_port}"
+    secret = _secret(settings)
+    async with contextlib.AsyncExitStack() as stack:
+        if not await _reachable(url):
+            url = await stack.enter_async_context(_in_process(settings, port=0))
+        http = await stack.enter_async_context(httpx.AsyncClient(timeout=30.0))
+        client = await stack.enter_async_context(RemoteClient(url, secret, http_client=http))
+        yield Api(url, client, http)
+
+
+@contextlib.asynccontextmanager
+async def _in_process(settings: Settings, *, port: int) -> AsyncIterator[str]:
+    from api.app import create_app
+    from api.services import Services
+    from local.server import serve
+
+    services = await Services.open(settings)
+    try:
+        async with serve(create_app(services), settings.myyc_host, port) as url:
+            yield url
+    finally:
+        await services.close()
+
+
+# commands -----------------------------------------------------------------------------------
+
+
+async def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    """Run the API until interrupted."""
+    port = args.port if args.port is not None else settings.myyc_port
+    async with _in_process(settings, port=port) as url:
+        console.print(f"[bold]myyc[/] is up at [link={url}]{url}[/]")
+        console.print(f"  API docs   {url}/docs")
+        console.print(f"  OpenAPI    {url}/openapi.json")
+        console.print(f"  data       {settings.myyc_data_dir.resolve()}")
+        console.print('  try        myyc spawn "AI Recipe App" --description "Save recipes"')
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.Event().wait()
+    return 0
+
+
+class Terminal:
+    """The live terminal: one coloured line per event and a progress bar for the project."""
+
+    def __init__(self, progress: Progress, task: Any) -> None:
+        self.progress = progress
+        self.task = task
+        self.runs: dict[str, float] = {}
+
+    def show(self, event: StreamEvent) -> None:
+        """Print one event and move the bar."""
+        e = event.data
+        self.progress.console.print(event_line(e))
+        data = e.get("data") or {}
+        run = data.get("run_id")
+        if e.get("type") == "run_progress" and run:
+            self.runs[run] = float(data.get("progress", 0))
+        elif e.get("type") == "run_status" and run:
+            self.runs.setdefault(run, 0.0)
+            if data.get("to") == "completed":
+                self.runs[run] = 100.0
+        if e.get("type") == "project_status":
+            self.progress.update(self.task, completed=float(data.get("progress", 0)))
+        elif self.runs:
+            self.progress.update(self.task, completed=sum(self.runs.values()) / len(self.runs))
+
+
+async def cmd_spawn(settings: Settings, args: argparse.Namespace) -> int:
+    """Spawn a project and show it live until it ends."""
+    async with connect(settings) as api:
+        spawned = await api.client.spawn(args.title, args.description or "", args.category or "")
+        if args.json:
+            events: list[StreamEvent] = []
+            final = await api.client.follow(spawned.project_id, events.append)
+        else:
+            console.print(f"[bold]spawned[/] project {spawned.project_id}")
+            with Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
+                console=console, transient=True,
+            ) as progress:  # fmt: skip
+                terminal = Terminal(progress, progress.add_task(args.title, total=100))
+                final = await api.client.follow(spawned.project_id, terminal.show)
+        status = await api.get(f"/status/{spawned.project_id}")
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        style = "green" if final == "completed" else "bold red"
+        console.print(f"[{style}]{final}[/] project {status['project_id']} ({status['progress']}%)")
+        if status.get("github_url"):
+            console.print(f"  repository {escape(status['github_url'])}", soft_wrap=True)
+        if status.get("error"):
+            err_console.print(f"[bold red]error:[/] {status['error']}")
+    return 0 if final == "completed" else 1
+
+
+async def cmd_logs(settings: Settings, args: argparse.Namespace) -> int:
+    """Print a project's log (and follow it)."""
+    async with connect(settings) as api:
+        after: str | None = None
+        while True:
+            params: dict[str, Any] = {"limit": 1000}
+            if after:
+                params["after"] = after
+            if args.agent:
+                params["agent"] = args.agent
+            page = await api.get(f"/projects/{args.project}/logs", params)
+            for event in page["events"]:
+                _print_event(event)
+            after = page["cursor"]
+            if len(page["events"]) < 1000:
+                break
+        if args.follow:
+            async for event in api.client.stream(args.project, last_event_id=after or None):
+                if args.agent is None or event.data.get("agent_name") == args.agent:
+                    _print_event(event.data)
+    return 0
+
+
+def event_line(e: dict[str, Any]) -> str:
+    """One event as a rich line: time, level in its colour, agent, message (escaped)."""
+    level = str(e.get("level", "info"))
+    style = LEVEL_STYLE.get(level, "white")
+    stamp = str(e.get("timestamp", ""))[11:19]
+    agent = escape(str(e.get("agent_name", "-")))
+    return f"[dim]{stamp}[/] [{style}]{level.upper():7}[/] [magenta]{agent:12}[/] " + escape(
+        str(e.get("message", ""))
+    )
+
+
+def _print_event(e: dict[str, Any]) -> None:
+    console.print(event_line(e))
+
+
+async def cmd_projects(settings: Settings, args: argparse.Namespace) -> int:
+    """The portfolio as a table."""
+    async with connect(settings) as api:
+        rows = await api.get("/projects", {"limit": args.limit})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = Table("project", "title", "status", "progress", "repository", "created")
+    for p in rows:
+        style = {"completed": "green", "failed": "red"}.get(p["status"], "yellow")
+        status = f"[{style}]{p['status']}[/]"
+        repo = p.get("github_url") or ""
+        table.add_row(p["project_id"], p["title"], status, f"{p['progress']}%", repo,
+                      p["created_at"][:19])  # fmt: skip
+    console.print(table)
+    return 0
+
+
+async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    """Apply the migrations to the configured (or embedded) database."""
+    from store.migrate import migrate
+
+    if settings.database_url is not None:
+        applied = await migrate(settings.database_url)
+    else:
+        from local.pg import EmbeddedPostgres
+
+        pg = EmbeddedPostgres(settings.myyc_data_dir)
+        try:
+            applied = await migrate(await asyncio.to_thread(pg.start))
+        finally:
+            await asyncio.to_thread(pg.close)
+    console.print(f"applied {len(applied)} migration(s): {', '.join(applied) or 'none needed'}")
+    return 0
+
+
+COMMANDS = {
+    "up": cmd_up, "spawn": cmd_spawn, "logs": cmd_logs, "projects": cmd_projects,
+    "migrate": cmd_migrate,
+}  # fmt: skip
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser (previews add their commands when installed)."""
+    p = argparse.ArgumentParser(prog="myyc", description="Run and drive myyc locally.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO")
+    sub = p.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="embedded Postgres + the API on loopback")
+    up.add_argument("--port", type=int, default=None, help="port (default MYYC_PORT or 8765)")
+    spawn = sub.add_parser("spawn", help="spawn a project and watch it live")
+    spawn.add_argument("title")
+    spawn.add_argument("--description", default="")
+    spawn.add_argument("--category", default="")
+    spawn.add_argument("--json", action="store_true", help="print the final status as JSON")
+    logs = sub.add_parser("logs", help="a project's log")
+    logs.add_argument("project")
+    logs.add_argument("--follow", action="store_true")
+    logs.add_argument("--agent", default=None)
+    projects = sub.add_parser("projects", help="the portfolio")
+    projects.add_argument("--limit", type=int, default=50)
+    projects.add_argument("--json", action="store_true")
+    sub.add_parser("migrate", help="apply the database migrations")
+    try:
+        from previews.cli import register
+    except ImportError:
+        pass
+    else:
+        register(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `myyc` command."""
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
+    settings = get_settings()
+    handler = COMMANDS.get(args.command) or getattr(args, "handler", None)
+    if handler is None:
+        err_console.print(f"unknown command {args.command}")
+        return 2
+    try:
+        return int(asyncio.run(handler(settings, args)))
+    except RemoteError as err:
+        err_console.print(f"[bold red]error:[/] {err.message}")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
