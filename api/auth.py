@@ -3,7 +3,9 @@
 - **Servers** (edge functions, cron) sign `"{timestamp}.{METHOD}.{path}.{body}"` with
   HMAC-SHA256 and the shared secret: headers `X-Myyc-Timestamp` (unix seconds) and
   `X-Myyc-Signature: v1=<hex>`. A timestamp more than 5 minutes away is refused, and so is a
-  signature seen before within that window (a replay).
+  signature seen before within that window (a replay). A caller that may send the same
+  request twice in one second (a user's double click) adds `X-Myyc-Nonce: <unique>` and signs
+  `"{timestamp}.{nonce}.{METHOD}.{path}.{body}"`, so the two are distinct requests.
 - **Users** send `Authorization: Bearer <Supabase JWT>` (HS256, the project's JWT secret,
   audience `authenticated`); they act as `sub` and see only their own rows.
 - **Local mode** may turn auth off (`MYYC_AUTH_DISABLED`, loopback only): every caller is the
@@ -29,6 +31,7 @@ from schemas.errors import ErrorCode, MyycError
 WINDOW_S = 300
 TIMESTAMP_HEADER = "x-myyc-timestamp"
 SIGNATURE_HEADER = "x-myyc-signature"
+NONCE_HEADER = "x-myyc-nonce"
 
 
 class Unauthorized(MyycError):
@@ -54,9 +57,12 @@ class Caller:
         return None if self.is_service else self.user_id
 
 
-def sign(secret: bytes, timestamp: int, method: str, path: str, body: bytes) -> str:
+def sign(
+    secret: bytes, timestamp: int, method: str, path: str, body: bytes, nonce: str | None = None
+) -> str:
     """The signature header value for a request (what edge functions compute)."""
-    message = f"{timestamp}.{method.upper()}.{path}.".encode() + body
+    head = f"{timestamp}." + (f"{nonce}." if nonce is not None else "")
+    message = f"{head}{method.upper()}.{path}.".encode() + body
     return "v1=" + hmac.new(secret, message, hashlib.sha256).hexdigest()
 
 
@@ -89,6 +95,7 @@ def verify_signature(
     *,
     timestamp: str | None,
     signature: str | None,
+    nonce: str | None = None,
     method: str,
     path: str,
     body: bytes,
@@ -108,7 +115,9 @@ def verify_signature(
         raise Unauthorized(
             "request timestamp is outside the 5-minute window", field=TIMESTAMP_HEADER
         )
-    expected = sign(secret, ts, method, path, body)
+    if nonce is not None and not 1 <= len(nonce) <= 128:
+        raise Unauthorized("X-Myyc-Nonce must be 1 to 128 characters", field=NONCE_HEADER)
+    expected = sign(secret, ts, method, path, body, nonce)
     if not hmac.compare_digest(expected, signature.strip()):
         raise Unauthorized("bad signature", field=SIGNATURE_HEADER)
     if not replays.first_use(expected, now):
@@ -145,6 +154,7 @@ async def get_caller(request: Request, services: ServicesDep) -> Caller:
             settings.myyc_hmac_secret.get_secret_value().encode(),
             timestamp=headers.get(TIMESTAMP_HEADER),
             signature=headers.get(SIGNATURE_HEADER),
+            nonce=headers.get(NONCE_HEADER),
             method=request.method,
             path=request.url.path,
             body=await request.body(),
