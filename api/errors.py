@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from schemas.errors import ErrorBody, ErrorCode, ErrorDetail, MyycError
+from schemas.errors import ErrorBody, ErrorCode, ErrorDetail, MyycError, StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +56,12 @@ def _field(loc: tuple[int | str, ...]) -> str:
 
 async def _myyc_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, MyycError)
+    if isinstance(exc, StoreUnavailable):
+        # Whatever the store said (even 401 to our own key), the caller sees an outage.
+        logger.warning("store unavailable: %s", exc.message)
+        detail = ErrorDetail(code=ErrorCode.store_unavailable,
+                             message="the store is unavailable; try again shortly")  # fmt: skip
+        return error_response(detail, 503, {"Retry-After": "1"})
     headers = None
     retry_after = getattr(exc, "retry_after", None)
     if retry_after is not None:

@@ -15,6 +15,21 @@ from schemas.plan import Feature
 from schemas.rows import Activity, AgentRun, BuildSession, NewProject, NewRun, PlanItem, Project
 from schemas.status import LogLevel, RunStatus
 
+#: Columns a caller may set through the stores (both adapters enforce the same sets).
+RUN_COLUMNS = frozenset(
+    {
+        "status", "current_step", "progress_percent", "result", "error", "error_code",
+        "metadata", "verification_attempts", "verification_evidence", "heartbeat_at",
+        "completed_at",
+    }
+)  # fmt: skip
+PROJECT_COLUMNS = frozenset(
+    {"status", "progress", "github_url", "deployment_url", "preview_url", "error", "error_code"}
+)
+SESSION_COLUMNS = frozenset(
+    {"status", "plan", "environment", "outputs", "error", "error_code", "template"}
+)
+
 
 class EventRecord(NamedTuple):
     """One event on its way to the store (cheap to build on the hot path)."""

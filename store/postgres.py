@@ -27,7 +27,7 @@ from schemas.events import Cursor, Event
 from schemas.plan import Feature
 from schemas.rows import Activity, AgentRun, BuildSession, NewProject, NewRun, PlanItem, Project
 from schemas.status import LIVE_RUN_STATUSES, LogLevel, RunStatus
-from store.ports import EventRecord, Spawned
+from store.ports import PROJECT_COLUMNS, RUN_COLUMNS, SESSION_COLUMNS, EventRecord, Spawned
 
 EVENT_COLUMNS = (
     "id", "project_id", "session_id", "agent_name", "level", "type", "message", "data",
@@ -41,47 +41,9 @@ _COPY_STAGE = sql.SQL("copy _events_stage ({}) from stdin").format(
     sql.SQL(", ").join(map(sql.Identifier, EVENT_COLUMNS))
 )
 
-_RUN_COLUMNS = frozenset(
-    {
-        "status", "current_step", "progress_percent", "result", "error", "error_code",
-        "metadata", "verification_attempts", "verification_evidence", "heartbeat_at",
-        "completed_at",
-    }
-)  # fmt: skip
-_PROJECT_COLUMNS = frozenset(
-    {"status", "progress", "github_url", "deployment_url", "preview_url", "error", "error_code"}
-)
-_SESSION_COLUMNS = frozenset(
-    {"status", "plan", "environment", "outputs", "error", "error_code", "template"}
-)
 _JSON_COLUMNS = frozenset(
     {"result", "metadata", "verification_evidence", "plan", "environment", "outputs"}
 )
-
-# Loose index scan over the project's writers, then each writer's next events by seq:
-# cost grows with writers and page size, not with the size of the log.
-_READ_EVENTS = """
-with recursive writers(w) as (
-  (select writer_id from project_logs where project_id = %(p)s order by writer_id limit 1)
-  union all
-  select (select l.writer_id from project_logs l
-           where l.project_id = %(p)s and l.writer_id > writers.w
-           order by l.writer_id limit 1)
-  from writers where writers.w is not null
-)
-select e.* from writers cross join lateral (
-  select l.* from project_logs l
-   where l.project_id = %(p)s and l.writer_id = writers.w
-     and l.seq > coalesce((%(cursor)s::jsonb ->> writers.w::text)::bigint, 0)
-     and (%(agent)s::text is null or l.agent_name = %(agent)s)
-     and (%(level)s::text is null or l.level = %(level)s)
-   order by l.seq
-   limit %(limit)s
-) e
-where writers.w is not null
-order by e."timestamp", e.writer_id, e.seq
-limit %(limit)s
-"""
 
 
 def translate(err: Exception) -> MyycError:
@@ -190,15 +152,7 @@ class PostgresStore:
 
     async def update_project(self, project_id: UUID, changes: Mapping[str, Any]) -> Project:
         """Set columns; NotFound if unknown."""
-        unknown = set(changes) - _PROJECT_COLUMNS
-        if unknown:
-            raise ValidationFailed(f"cannot set {sorted(unknown)} on a project", field=min(unknown))
-        query = sql.SQL("update projects set {} where id = %(id)s returning *").format(
-            sql.SQL(", ").join(
-                sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in changes
-            )
-        )
-        rows = await self._rows(query, {**changes, "id": project_id})
+        rows = await self._update("projects", PROJECT_COLUMNS, project_id, changes)
         if not rows:
             raise NotFound(f"project {project_id} not found", field="project_id")
         return Project.model_validate(rows[0])
@@ -225,6 +179,11 @@ class PostgresStore:
         unknown = set(changes) - allowed
         if unknown:
             raise ValidationFailed(f"cannot set {sorted(unknown)} on {table}", field=min(unknown))
+        if not changes:
+            return await self._rows(
+                sql.SQL("select * from {} where id = %(id)s").format(sql.Identifier(table)),
+                {"id": row_id},
+            )
         params = {k: Jsonb(v) if k in _JSON_COLUMNS else v for k, v in changes.items()}
         query = sql.SQL("update {} set {} where id = %(id)s returning *").format(
             sql.Identifier(table),
@@ -255,7 +214,7 @@ class PostgresStore:
 
     async def update_session(self, build_id: UUID, changes: Mapping[str, Any]) -> BuildSession:
         """Set columns of a build session."""
-        rows = await self._update("build_sessions", _SESSION_COLUMNS, build_id, changes)
+        rows = await self._update("build_sessions", SESSION_COLUMNS, build_id, changes)
         if not rows:
             raise NotFound(f"build session {build_id} not found", field="build_id")
         return BuildSession.model_validate(rows[0])
@@ -264,7 +223,7 @@ class PostgresStore:
         """Append features to the plan; one already planned is kept as is."""
         await self._rows(
             "insert into project_plan (project_id, feature, priority, notes, position)"
-            " select %(p)s, f, pr, n, o + coalesce((select max(position) + 1 from project_plan"
+            " select %(p)s, f, pr, n, o - 1 + coalesce((select max(position) + 1 from project_plan"
             "   where project_id = %(p)s), 0)"
             " from unnest(%(f)s::text[], %(pr)s::text[], %(n)s::text[]) with ordinality"
             "   as t(f, pr, n, o)"
@@ -327,9 +286,12 @@ class PostgresStore:
         self, run_id: UUID, changes: Mapping[str, Any], *, expected_status: RunStatus | None = None
     ) -> AgentRun | None:
         """Set columns when the run is still in `expected_status`; None if it moved on."""
-        unknown = set(changes) - _RUN_COLUMNS
+        unknown = set(changes) - RUN_COLUMNS
         if unknown:
             raise ValidationFailed(f"cannot set {sorted(unknown)} on a run", field=min(unknown))
+        if not changes:
+            run = await self.get_run(run_id)
+            return run if expected_status is None or run.status == expected_status else None
         params: dict[str, Any] = {
             k: Jsonb(v) if k in _JSON_COLUMNS else v for k, v in changes.items()
         }
@@ -416,17 +378,11 @@ class PostgresStore:
         agent: str | None = None,
         level: LogLevel | None = None,
     ) -> list[Event]:
-        """Events of a project not yet seen by `after`, each writer's in sequence order."""
+        """Events of a project not yet seen by `after` (the SQL function `read_events`)."""
         cursor_json = json.dumps({str(w): s for w, s in after.positions.items()})
         rows = await self._rows(
-            _READ_EVENTS,
-            {
-                "p": project_id,
-                "cursor": cursor_json,
-                "agent": agent,
-                "level": level,
-                "limit": limit,
-            },
+            "select * from read_events(%s, %s::jsonb, %s, %s, %s)",
+            (project_id, cursor_json, agent, level, limit),
         )
         return [Event.model_validate(r) for r in rows]
 
