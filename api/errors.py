@@ -23,6 +23,7 @@ STATUS_BY_CODE: dict[ErrorCode, int] = {
     ErrorCode.rate_limited: 429,
     ErrorCode.payload_too_large: 413,
     ErrorCode.store_unavailable: 503,
+    ErrorCode.unavailable: 503,
     ErrorCode.upstream_error: 502,
     ErrorCode.timeout: 504,
     ErrorCode.agent_failed: 500,

@@ -79,7 +79,7 @@ class Services:
         services = cls(settings, store, writer, RunReporter(store, writer), hub, embedded, url)
         from agents.dispatch import make_dispatcher
 
-        services.dispatcher = make_dispatcher(services)
+        services.dispatcher = make_dispatcher(services, max_concurrency=settings.myyc_max_agents)
         return services
 
     async def close(self) -> None:

@@ -19,6 +19,7 @@ class ErrorCode(StrEnum):
     rate_limited = "rate_limited"
     payload_too_large = "payload_too_large"
     store_unavailable = "store_unavailable"
+    unavailable = "unavailable"
     upstream_error = "upstream_error"
     agent_failed = "agent_failed"
     timeout = "timeout"

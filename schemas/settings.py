@@ -59,6 +59,9 @@ class Settings(BaseSettings):
     myyc_port: int = Field(default=8765, ge=0, le=65535)
     """The port `myyc up` binds."""
 
+    myyc_max_agents: int = Field(default=8, ge=1, le=256)
+    """Agents the local dispatcher runs at once (inside Modal each agent has its own container)."""
+
     spawn_rate_per_minute: int = Field(default=30, ge=1)
     """Spawns one user may make per minute (a burst of this size, refilled evenly)."""
 
