@@ -64,7 +64,7 @@ async def run_reported(
     orchestrator and the dispatcher see it too.
     """
     ctx = RunContext(services, UUID(project_id), UUID(build_id), UUID(run_id), agent_name)
-    await services.reporter.start_run(run_id=ctx.run_id)
+    await services.reporter.start_or_resume(ctx.run_id)
     try:
         result = await body(ctx)
     except Exception as err:

@@ -84,6 +84,26 @@ class RunReporter:
         await self._transition(run_id, RunStatus.in_progress, step="started")
         return run_id
 
+    async def start_or_resume(self, run_id: UUID) -> AgentRun:
+        """Start a pending run, or resume one a crashed attempt left in progress.
+
+        Modal restarts an agent whose container died; the retry finds its run `in_progress`
+        and carries on (agents are idempotent) instead of failing on pending → in_progress.
+        """
+        run = await self._store.get_run(run_id)
+        if run.status is not RunStatus.in_progress:
+            return await self._transition(run_id, RunStatus.in_progress, step="started")
+        resumed = await self._store.update_run(
+            run_id, {"heartbeat_at": _now(), "current_step": "resumed after a restart"},
+            expected_status=RunStatus.in_progress,
+        )  # fmt: skip
+        if resumed is None:  # it moved on meanwhile: let the state machine judge
+            return await self._transition(run_id, RunStatus.in_progress, step="started")
+        await self._log(resumed, f"{resumed.agent_name} resumed after a restart",
+                        EventType.run_status, {"run_id": str(run_id), "resumed": True},
+                        level="warning")  # fmt: skip
+        return resumed
+
     async def update_progress(self, run_id: UUID, *, step: str, progress: float) -> AgentRun:
         """Record what the run is doing and how far along it is (0..100)."""
         if (

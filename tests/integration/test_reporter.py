@@ -154,3 +154,20 @@ async def test_concurrent_transitions_apply_once(pg_store: PostgresStore, report
     )
     assert sum(not isinstance(r, BaseException) for r in results) == 1
     assert all(isinstance(r, IllegalTransition) for r in results if isinstance(r, BaseException))
+
+
+async def test_a_restarted_agent_resumes_its_run(pg_store: PostgresStore, reporter) -> None:
+    rep, writer = reporter
+    project = (await pg_store.create_project(NewProject(title="crash"))).id
+    run = await rep.create_run(NewRun(agent_name="planner", project_id=project))
+    await rep.start_or_resume(run.id)
+    await rep.update_progress(run.id, step="half way", progress=50)
+    resumed = await rep.start_or_resume(run.id)  # the container died; Modal runs it again
+    assert resumed.status is RunStatus.in_progress
+    assert resumed.progress_percent == 50
+    await rep.complete_run(run.id)
+    with pytest.raises(IllegalTransition):
+        await rep.start_or_resume(run.id)  # a finished run is not started again
+    await writer.flush()
+    resumes = [e for e in await _events(pg_store, project) if (e.data or {}).get("resumed")]
+    assert len(resumes) == 1
