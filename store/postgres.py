@@ -11,7 +11,6 @@ import json
 import re
 import time
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -68,8 +67,11 @@ def translate(err: Exception) -> MyycError:
     return MyycError(f"database error: {err}")
 
 
-def _utc(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, UTC)
+def _set_clause(changes: Mapping[str, Any]) -> sql.Composed:
+    """`col = %(col)s, …` for the columns being set (names quoted, values as parameters)."""
+    return sql.SQL(", ").join(
+        sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in changes
+    )
 
 
 class PostgresStore:
@@ -186,10 +188,7 @@ class PostgresStore:
             )
         params = {k: Jsonb(v) if k in _JSON_COLUMNS else v for k, v in changes.items()}
         query = sql.SQL("update {} set {} where id = %(id)s returning *").format(
-            sql.Identifier(table),
-            sql.SQL(", ").join(
-                sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in changes
-            ),
+            sql.Identifier(table), _set_clause(changes)
         )
         return await self._rows(query, {**params, "id": row_id})
 
@@ -299,11 +298,7 @@ class PostgresStore:
         query = sql.SQL(
             "update agent_runs set {} where id = %(id)s"
             " and (%(expected)s::text is null or status = %(expected)s) returning *"
-        ).format(
-            sql.SQL(", ").join(
-                sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder(k)) for k in changes
-            )
-        )
+        ).format(_set_clause(changes))
         rows = await self._rows(query, params)
         if rows:
             return AgentRun.model_validate(rows[0])
