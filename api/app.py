@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from api import errors
 from api.auth import ReplayGuard
 from api.limits import BodyLimit, RateLimiter
-from api.routes import agent_runs, logs, projects
+from api.routes import agent_runs, logs, previews, projects
 from api.services import Services
 from schemas.settings import Settings, get_settings
 
@@ -45,6 +45,7 @@ def create_app(services: Services | None = None, settings: Settings | None = Non
     app.include_router(projects.router)
     app.include_router(agent_runs.router)
     app.include_router(logs.router)
+    app.include_router(previews.router)
 
     @app.get("/health", tags=["ops"])
     async def health() -> dict[str, str]:

@@ -25,10 +25,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from api.auth import Caller, CallerDep
 from api.deps import ServicesDep
 from previews.container.entrypoint import UnsafePath, safe_relative_path
+from previews.ports import ProjectFileStore
 from previews.realtime import broadcast_file_update
 from previews.sessions import PreviewSessions
-from previews.wiring import open_previews, preview_store
-from schemas.errors import NotFound
+from previews.wiring import open_previews
+from schemas.errors import NotFound, ValidationFailed
 from schemas.events import EventType
 from schemas.status import PreviewStatus
 
@@ -49,7 +50,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 router = APIRouter(tags=["previews"], lifespan=_lifespan)
 
 
-def get_previews(request: Request, services: ServicesDep) -> PreviewSessions:
+async def get_previews(request: Request, services: ServicesDep) -> PreviewSessions:
     """The process's preview service, built on first use.
 
     A local container reaches the API at the address this request came in on.
@@ -134,6 +135,14 @@ class FileBody(_Camel):
         except UnsafePath as err:
             raise ValueError(str(err)) from None
 
+    @field_validator("content")
+    @classmethod
+    def _storable(cls, value: str) -> str:
+        # PostgreSQL text cannot hold NUL: refuse it here rather than fail in the store.
+        if "\x00" in value:
+            raise ValueError("content must not contain NUL characters")
+        return value
+
 
 class FileOut(_Camel):
     """A stored file."""
@@ -200,6 +209,12 @@ async def session_status(
     )
 
 
+def _files(previews: PreviewSessions) -> ProjectFileStore:
+    if previews.files is None:
+        raise ValidationFailed("this deployment has no project file store", field="project_id")
+    return previews.files
+
+
 async def _own_project(services: ServicesDep, caller: Caller, project_id: UUID) -> None:
     project = await services.store.get_project(project_id)
     if not caller.is_service and project.user_id != caller.user_id:
@@ -207,10 +222,12 @@ async def _own_project(services: ServicesDep, caller: Caller, project_id: UUID) 
 
 
 @router.get("/projects/{project_id}/files", response_model=FilesResponse)
-async def list_files(project_id: UUID, caller: CallerDep, services: ServicesDep) -> FilesResponse:
+async def list_files(
+    project_id: UUID, caller: CallerDep, services: ServicesDep, previews: PreviewsDep
+) -> FilesResponse:
     """Every file of the project, and the log cursor the listing corresponds to."""
     await _own_project(services, caller, project_id)
-    files_store = preview_store(services)
+    files_store = _files(previews)
     # The cursor first: any change after it is replayed to the follower, none is lost.
     cursor = await files_store.log_position(project_id)
     files = await files_store.list_files(project_id)
@@ -222,11 +239,15 @@ async def list_files(project_id: UUID, caller: CallerDep, services: ServicesDep)
 
 @router.post("/projects/{project_id}/files", response_model=FileWritten)
 async def put_file(
-    project_id: UUID, body: FileBody, caller: CallerDep, services: ServicesDep
+    project_id: UUID,
+    body: FileBody,
+    caller: CallerDep,
+    services: ServicesDep,
+    previews: PreviewsDep,
 ) -> FileWritten:
     """Store one file and publish `file:update {filePath, content}` for its previews."""
     await _own_project(services, caller, project_id)
-    stored = await preview_store(services).put_file(project_id, body.file_path, body.content)
+    stored = await _files(previews).put_file(project_id, body.file_path, body.content)
     # Stored first, then logged: a reader whose cursor includes the event sees the file.
     await services.writer.log(
         project_id,

@@ -38,6 +38,9 @@ EXPECTED_MIGRATIONS = [
     ("20261121000200", "workspace"),
     ("20261121000300", "previews"),
     ("20261121000400", "drift"),
+    ("20261121000500", "project_files"),
+    ("20261121000600", "spawn"),
+    ("20261121000700", "read_events"),
 ]
 
 _fresh_counter = itertools.count()
@@ -188,6 +191,7 @@ async def test_migrations_apply_to_a_brand_new_database(fresh_url: str) -> None:
             "deployments",
             "drift_alerts",
             "preview_sessions",
+            "project_files",
             "project_logs",
             "project_plan",
             "projects",
@@ -395,6 +399,11 @@ class Graph:
             conn.execute(
                 "insert into public.preview_sessions (user_id, project_id) values (%s, %s)",
                 (self.user, self.project),
+            )
+            conn.execute(
+                "insert into public.project_files (project_id, path, content)"
+                " values (%s, 'index.html', '<h1>hi</h1>')",
+                (self.project,),
             )
             conn.execute(
                 "insert into public.spec_chunks (id, session_id, chunk_index, content)"
@@ -794,6 +803,7 @@ UPDATED_AT_TABLES = {
     "prompts": ("content", "new content"),
     "deployments": ("url", "https://x.example"),
     "preview_sessions": ("error_message", "oops"),
+    "project_files": ("content", "x"),
 }
 
 

@@ -53,6 +53,7 @@ TABLES = (
     "preview_sessions",
     "spec_chunks",
     "drift_alerts",
+    "project_files",
 )
 #: Every view in the public schema.
 VIEWS = ("build_events",)
@@ -62,7 +63,7 @@ RELATIONS = TABLES + VIEWS
 UNOWNED = frozenset({"prompts"})
 
 #: The tables the migrations put in the supabase_realtime publication.
-REALTIME = frozenset(TABLES) - {"prompts", "spec_chunks"}
+REALTIME = frozenset(TABLES) - {"prompts", "spec_chunks", "project_files"}
 
 DENIED = "denied (42501 permission denied)"
 ZERO_ROWS = "zero rows affected"
@@ -92,6 +93,7 @@ UPDATE_COLUMN = {
     "preview_sessions": "error_message",
     "spec_chunks": "content",
     "drift_alerts": "recommendation",
+    "project_files": "content",
 }
 
 ALL_PRIVILEGES = frozenset(
@@ -164,6 +166,7 @@ def seed_graph(conn: psycopg.Connection[Any], tag: str, owner: uuid.UUID | None)
     run, log, event = _id(tag, "run"), _id(tag, "log"), _id(tag, "event")
     activity, plan, deployment = _id(tag, "activity"), _id(tag, "plan"), _id(tag, "deploy")
     preview, alert, writer = _id(tag, "preview"), _id(tag, "alert"), _id(tag, "writer")
+    file = _id(tag, "file")
     conn.execute(
         "insert into public.projects (id, user_id, title) values (%s, %s, %s)",
         (g.project, owner, f"project {tag}"),
@@ -211,6 +214,10 @@ def seed_graph(conn: psycopg.Connection[Any], tag: str, owner: uuid.UUID | None)
         " spec_chunk_id, recommendation) values (%s, %s, 'warning', 'rls_disabled', %s, %s, %s)",
         (alert, g.session, f"public.t_{tag}", g.chunk, f"alter table … enable rls ({tag})"),
     )
+    conn.execute(
+        "insert into public.project_files (id, project_id, path, content) values (%s, %s, %s, %s)",
+        (file, g.project, f"src/{tag}.js", f"// {tag}"),
+    )
     g.ids = {
         "projects": {g.project},
         "build_sessions": {g.session},
@@ -224,6 +231,7 @@ def seed_graph(conn: psycopg.Connection[Any], tag: str, owner: uuid.UUID | None)
         "preview_sessions": {preview},
         "spec_chunks": {g.chunk},
         "drift_alerts": {alert},
+        "project_files": {file},
     }
     return g
 
@@ -287,6 +295,11 @@ def insert_statement(rel: str, g: Graph, new_id: uuid.UUID) -> tuple[str, tuple[
             "insert into public.drift_alerts (id, session_id, severity, type, resource,"
             " recommendation) values (%s, %s, 'info', 'other', %s, 'none')",
             (new_id, g.session, tag),
+        ),
+        "project_files": (
+            "insert into public.project_files (id, project_id, path, content)"
+            " values (%s, %s, %s, 'x')",
+            (new_id, g.project, f"new/{tag}.txt"),
         ),
     }
     return statements[rel]

@@ -1,0 +1,1 @@
+"""The preview container image: Dockerfile and entrypoint (copied alone into the image)."""
