@@ -38,6 +38,8 @@ async def _plan(ctx: RunContext) -> dict[str, Any]:
     plan = await provider.plan(idea)
     await ctx.progress("writing the plan", 60)
     await store.add_plan(ctx.project_id, plan.features)
+    # The app's files: what previews serve and the github agent commits.
+    await store.put_files(ctx.project_id, {f.path: f.content for f in plan.files})
     await store.update_session(ctx.build_id, {"plan": plan.model_dump(mode="json")})
     await store.add_activity(
         ctx.project_id, "ai", "plan_created",

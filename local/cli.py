@@ -289,13 +289,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
-    settings = get_settings()
-    handler = COMMANDS.get(args.command) or getattr(args, "handler", None)
-    if handler is None:
-        err_console.print(f"unknown command {args.command}")
-        return 2
+    handler = COMMANDS.get(args.command)
     try:
-        return int(asyncio.run(handler(settings, args)))
+        if handler is None:  # commands registered by other packages (previews) run themselves
+            return int(args.func(args))
+        return int(asyncio.run(handler(get_settings(), args)))
     except RemoteError as err:
         err_console.print(f"[bold red]error:[/] {err.message}")
         return 1

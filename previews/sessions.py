@@ -403,6 +403,10 @@ class PreviewSessions:
             )
         elif self.api_url is not None:
             env.update(MYYC_SOURCE="api", MYYC_API_URL=self.api_url)
+            # A local preview is our own process on loopback: it signs like our servers.
+            # Never a remote machine: the shared secret stays on our side.
+            if self.driver.name == "local" and s.myyc_hmac_secret is not None:
+                env["MYYC_HMAC_SECRET"] = s.myyc_hmac_secret.get_secret_value()
         return env
 
     def preview_token(self, project: Project) -> str | None:

@@ -177,6 +177,10 @@ class BuildStore(Protocol):
         """Append to the project's activity log (actor: ai, user or system)."""
         ...
 
+    async def put_files(self, project_id: UUID, files: Mapping[str, str]) -> None:
+        """Write the project's files (`project_files`, what previews serve): one upsert."""
+        ...
+
     async def list_activity(self, project_id: UUID) -> list[Activity]:
         """The project's activity log, oldest first."""
         ...

@@ -252,6 +252,18 @@ class PostgresStore:
             (project_id, actor, action, Jsonb(dict(details))),
         )
 
+    async def put_files(self, project_id: UUID, files: Mapping[str, str]) -> None:
+        """Write the project's files in one upsert."""
+        if not files:
+            return
+        await self._rows(
+            "insert into project_files (project_id, path, content)"
+            " select %(p)s, path, content from unnest(%(paths)s::text[], %(contents)s::text[])"
+            "   as t(path, content)"
+            " on conflict (project_id, path) do update set content = excluded.content",
+            {"p": project_id, "paths": list(files), "contents": list(files.values())},
+        )
+
     async def list_activity(self, project_id: UUID) -> list[Activity]:
         """The activity log, oldest first."""
         rows = await self._rows(

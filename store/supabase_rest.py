@@ -483,6 +483,17 @@ class SupabaseRestStore:
             body=_dumps(rows), prefer="return=minimal,resolution=ignore-duplicates",
         )  # fmt: skip
 
+    async def put_files(self, project_id: UUID, files: Mapping[str, str]) -> None:
+        """Write the project's files: one bulk upsert on (project_id, path)."""
+        if not files:
+            return
+        rows = [{"project_id": project_id, "path": p, "content": c} for p, c in files.items()]
+        # Idempotent (an upsert of the same content), so a lost answer may be retried.
+        await self._send(
+            "POST", "/project_files", params=[("on_conflict", "project_id,path")],
+            body=_dumps(rows), prefer="return=minimal,resolution=merge-duplicates",
+        )  # fmt: skip
+
     async def list_plan(self, project_id: UUID) -> list[PlanItem]:
         """The plan in order."""
         rows = await self._get(

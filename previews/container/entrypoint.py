@@ -35,6 +35,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import json
 import logging
 import mimetypes
@@ -172,6 +174,7 @@ class Config:
     source: str
     api_url: str | None
     token: str | None
+    hmac_secret: str | None
     supabase_url: str | None
     anon_key: str | None
     dev_server: str
@@ -204,6 +207,7 @@ class Config:
             source=source,
             api_url=(e.get("MYYC_API_URL") or "").rstrip("/") or None,
             token=e.get("MYYC_PREVIEW_TOKEN") or None,
+            hmac_secret=e.get("MYYC_HMAC_SECRET") or None,
             supabase_url=(supabase_url or "").rstrip("/") or None,
             anon_key=e.get("SUPABASE_ANON_KEY") or None,
             dev_server=dev_server,
@@ -247,16 +251,42 @@ def _backoff(attempt: int, base: float = 0.1, cap: float = 5.0) -> float:
     return ceiling / 2 + random.random() * ceiling / 2
 
 
+class HmacAuth(httpx.Auth):
+    """Signs each request as myyc's servers do (api/auth.py): timestamp, nonce, HMAC-SHA256.
+
+    Only a local preview — a process of ours on loopback — is given the shared secret; a
+    container on Fly gets the owner-scoped token instead.
+    """
+
+    requires_request_body = True
+
+    def __init__(self, secret: str) -> None:
+        self._secret = secret.encode()
+
+    def auth_flow(self, request: httpx.Request) -> Any:
+        """Add X-Myyc-Timestamp, X-Myyc-Nonce and X-Myyc-Signature."""
+        ts = str(int(time.time()))
+        nonce = os.urandom(12).hex()
+        message = f"{ts}.{nonce}.{request.method}.{request.url.path}.".encode() + request.content
+        digest = hmac.new(self._secret, message, hashlib.sha256).hexdigest()
+        request.headers["X-Myyc-Timestamp"] = ts
+        request.headers["X-Myyc-Nonce"] = nonce
+        request.headers["X-Myyc-Signature"] = "v1=" + digest
+        yield request
+
+
 class ApiSource:
     """The myyc API: files from `/projects/{id}/files`, updates from the SSE stream."""
 
     def __init__(self, config: Config, http: httpx.AsyncClient | None = None) -> None:
-        """Talk to `config.api_url` (with the preview token as bearer, when given)."""
+        """Talk to `config.api_url`, signed (local) or with the preview token as bearer."""
         assert config.api_url is not None
         headers = {"Authorization": f"Bearer {config.token}"} if config.token else {}
+        auth = HmacAuth(config.hmac_secret) if config.hmac_secret else None
         self._http = http or httpx.AsyncClient(
             base_url=config.api_url,
             headers=headers,
+            auth=auth,
             timeout=httpx.Timeout(10.0, read=60.0),
         )
         self._project = config.project_id

@@ -703,3 +703,19 @@ async def test_adapters_read_identically(both: tuple[PostgresStore, SupabaseRest
     assert await rest.list_projects() == await pg.list_projects()
     assert await rest.list_runs(active=True) == await pg.list_runs(active=True)
     assert await rest.rollup_project(project.id) == await pg.get_project(project.id)
+
+
+async def test_put_files_upserts_the_projects_files(store, db_url: str) -> None:
+    project = await store.create_project(NewProject(title="files"))
+    await store.put_files(project.id, {"index.html": "<h1>v1</h1>", "src/app.js": "let x = 1"})
+    await store.put_files(project.id, {"index.html": "<h1>v2</h1>"})
+    await store.put_files(project.id, {})
+    async with await psycopg.AsyncConnection.connect(db_url) as conn:
+        cur = await conn.execute(
+            "select path, content from project_files where project_id = %s order by path",
+            (project.id,),
+        )
+        rows = await cur.fetchall()
+    assert rows == [("index.html", "<h1>v2</h1>"), ("src/app.js", "let x = 1")]
+    with pytest.raises(NotFound):
+        await store.put_files(uuid.uuid4(), {"a.txt": "x"})

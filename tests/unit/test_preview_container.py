@@ -341,3 +341,26 @@ def _uuid():
     import uuid
 
     return uuid.uuid4()
+
+
+def test_the_container_signs_requests_the_way_the_api_verifies_them() -> None:
+    import time as _time
+
+    import httpx
+
+    from api.auth import ReplayGuard, verify_signature
+    from previews.container.entrypoint import HmacAuth
+
+    request = httpx.Request("GET", "http://127.0.0.1:9/projects/p/files?after=x")
+    signed = next(HmacAuth("local-secret").auth_flow(request))
+    verify_signature(
+        b"local-secret",
+        timestamp=signed.headers["x-myyc-timestamp"],
+        signature=signed.headers["x-myyc-signature"],
+        nonce=signed.headers["x-myyc-nonce"],
+        method="GET",
+        path="/projects/p/files",
+        body=b"",
+        now=_time.time(),
+        replays=ReplayGuard(),
+    )
