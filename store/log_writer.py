@@ -55,8 +55,17 @@ def _dumps(data: Any) -> str:
 
 def event_id(writer_id: UUID, seq: int) -> UUID:
     """The id of a writer's `seq`-th event: a UUIDv8 of the writer's high half and the seq."""
-    high = (writer_id.int >> 64) & ~(0xF << 12) | (0x8 << 12)
-    return UUID(int=(high << 64) | _VARIANT | seq)
+    return UUID(_id_prefix(writer_id) + _id_suffix(seq))
+
+
+def _id_prefix(writer_id: UUID) -> str:
+    high = f"{(writer_id.int >> 64) & ~(0xF << 12) | (0x8 << 12):016x}"
+    return f"{high[:8]}-{high[8:12]}-{high[12:]}-"
+
+
+def _id_suffix(seq: int) -> str:
+    low = f"{_VARIANT | seq:016x}"
+    return f"{low[:4]}-{low[4:]}"
 
 
 class LogWriter:
@@ -75,6 +84,7 @@ class LogWriter:
         writer_id: UUID | None = None,
     ) -> None:
         self.writer_id = writer_id or uuid.uuid4()
+        self._id_prefix = _id_prefix(self.writer_id)
         self._store = store
         self._batch_size = batch_size
         self._queue_max = max(queue_max, batch_size)
@@ -219,7 +229,7 @@ class LogWriter:
     def _record(self, p: _Pending) -> EventRecord:
         seq, project_id, session_id, agent, level, etype, message, data, ts = p
         return EventRecord(
-            event_id(self.writer_id, seq), project_id, session_id, agent, level, etype, message,
+            self._id_prefix + _id_suffix(seq), project_id, session_id, agent, level, etype, message,
             None if data is None else _dumps(data), ts, self.writer_id, seq,
         )  # fmt: skip
 
@@ -386,6 +396,6 @@ def _to_json(r: EventRecord) -> list[Any]:
 
 def _from_json(v: list[Any]) -> EventRecord:
     return EventRecord(
-        UUID(v[0]), UUID(v[1]), None if v[2] is None else UUID(v[2]), v[3], v[4], v[5], v[6],
+        v[0], UUID(v[1]), None if v[2] is None else UUID(v[2]), v[3], v[4], v[5], v[6],
         v[7], v[8], UUID(v[9]), v[10],
     )  # fmt: skip

@@ -34,7 +34,8 @@ SESSION_COLUMNS = frozenset(
 class EventRecord(NamedTuple):
     """One event on its way to the store (cheap to build on the hot path)."""
 
-    id: UUID
+    id: str
+    """The event id as UUID text (text because building UUID objects costs the writer)."""
     project_id: UUID
     session_id: UUID | None
     agent_name: str

@@ -396,6 +396,7 @@ class PostgresStore:
 
 # COPY text format: backslash, tab, newline and carriage return are escaped; NUL cannot be
 # stored in text at all, so it becomes U+FFFD rather than failing the whole batch.
+_NULL = "\\N"
 _NEEDS_ESCAPE = re.compile(r"[\\\t\n\r\x00]")
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\x00": "\ufffd"})
 
@@ -427,7 +428,7 @@ def encode_copy_rows(events: Sequence[EventRecord]) -> bytes:
     One tight loop instead of psycopg's per-value dumpers: this is the writer's hot path.
     """
     seconds = _Seconds()
-    names: dict[UUID | None, str] = {None: "\\N"}
+    names: dict[UUID | None, str] = {None: _NULL}
     lines = []
     for e in events:
         project = names.get(e.project_id)
@@ -439,10 +440,14 @@ def encode_copy_rows(events: Sequence[EventRecord]) -> bytes:
         writer = names.get(e.writer_id)
         if writer is None:
             writer = names[e.writer_id] = str(e.writer_id)
-        data = "\\N" if e.data is None else _text(e.data)
+        agent, level, etype, message = e.agent_name, e.level, e.type, e.message
+        data = _NULL if e.data is None else e.data
+        # One scan of all the text fields: escaping is rare, so the common row pays once.
+        if _NEEDS_ESCAPE.search(f"{agent}{level}{etype}{message}{data}"):
+            agent, level, etype, message = _text(agent), _text(level), _text(etype), _text(message)
+            data = _NULL if e.data is None else _text(e.data)
         lines.append(
-            f"{e.id}\t{project}\t{session}\t{_text(e.agent_name)}\t{_text(e.level)}\t"
-            f"{_text(e.type)}\t{_text(e.message)}\t{data}\t{seconds.format(e.timestamp)}\t"
-            f"{writer}\t{e.seq}\n"
+            f"{e.id}\t{project}\t{session}\t{agent}\t{level}\t{etype}\t{message}\t{data}\t"
+            f"{seconds.format(e.timestamp)}\t{writer}\t{e.seq}\n"
         )
     return "".join(lines).encode()
