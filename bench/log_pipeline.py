@@ -72,7 +72,7 @@ async def bench_copy(url: str, project: uuid.UUID, n: int, batch: int = 2000) ->
     now = time.time()
     payloads = [
         encode_copy_rows([
-            EventRecord(event_id(writer, seq), project, None, "codegen", "info", "log",
+            EventRecord(str(event_id(writer, seq)), project, None, "codegen", "info", "log",
                         f"wrote file {seq}", json.dumps({"seq": seq}), now, writer, seq)
             for seq in range(first, min(first + batch, n + 1))
         ])

@@ -18,8 +18,8 @@ import pytest
 from postgrest import AsyncPostgrestClient
 from postgrest.exceptions import APIError
 from postgrest.types import CountMethod, ReturnMethod
-
 from supabase import AsyncClientOptions, acreate_client
+
 from tests.fakes.github import serve
 from tests.fakes.postgrest import PostgrestFake, sqlstate_status
 
