@@ -42,10 +42,8 @@ def create_app(services: Services | None = None, settings: Settings | None = Non
     app.state.replays = ReplayGuard()
     app.state.spawn_limiter = RateLimiter(effective.spawn_rate_per_minute)
     app.add_middleware(BodyLimit, max_bytes=effective.max_body_bytes)
-    app.include_router(projects.router)
-    app.include_router(agent_runs.router)
-    app.include_router(logs.router)
-    app.include_router(previews.router)
+    for router in (projects.router, agent_runs.router, logs.router, previews.router):
+        app.include_router(router, responses=errors.error_responses(401, 422))
 
     @app.get("/health", tags=["ops"])
     async def health() -> dict[str, str]:

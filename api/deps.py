@@ -15,8 +15,12 @@ if TYPE_CHECKING:
     from api.auth import Caller
 
 
-def get_services(request: Request) -> Services:
-    """The process's services (opened by the app's lifespan)."""
+async def get_services(request: Request) -> Services:
+    """The process's services (opened by the app's lifespan).
+
+    `async` though it awaits nothing: FastAPI runs a plain `def` dependency in a worker
+    thread, a thread hop per request for one attribute read.
+    """
     services: Services = request.app.state.services
     return services
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -12,6 +13,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from schemas.errors import ErrorBody, ErrorCode, ErrorDetail, MyycError, StoreUnavailable
 
 logger = logging.getLogger(__name__)
+
+#: FastAPI's HTTPException detail for a body it could not decode (not UTF-8, say).
+BODY_PARSE_ERROR = "There was an error parsing the body"
 
 STATUS_BY_CODE: dict[ErrorCode, int] = {
     ErrorCode.validation_error: 422,
@@ -43,6 +47,26 @@ _CODE_BY_STATUS = {
 }
 
 
+_DESCRIPTIONS = {
+    400: "The body could not be decoded.",
+    401: "Missing or bad credentials: signature, timestamp or token.",
+    404: "No such resource, or not the caller's.",
+    413: "The request body is over the cap.",
+    422: "Invalid input; `field` names the first bad field.",
+    429: "Too many spawns; retry after `Retry-After` seconds.",
+    502: "The build could not be started; retry with a new Idempotency-Key.",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these statuses, each answering the one error body.
+
+    Passing 422 also replaces FastAPI's default `HTTPValidationError`, which is not what
+    the API answers.
+    """
+    return {s: {"model": ErrorBody, "description": _DESCRIPTIONS[s]} for s in statuses}
+
+
 def error_response(
     detail: ErrorDetail, status: int, headers: dict[str, str] | None = None
 ) -> JSONResponse:
@@ -70,8 +94,28 @@ async def _myyc_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.detail(), STATUS_BY_CODE[exc.code], headers)
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def _stranger(request: Request) -> JSONResponse | None:
+    """The 401 for a caller who is not authenticated; None for one who is.
+
+    FastAPI decodes the body before it solves the route's dependencies, so a body that is
+    not JSON would answer 422 (400 if not UTF-8) ahead of CallerDep's 401: a stranger would
+    learn how the route parses its input. Its two parse errors authenticate first.
+    """
+    from api.auth import get_caller  # api.auth imports the dependencies that import us
+
+    try:
+        await get_caller(request, request.app.state.services)
+    except MyycError as err:
+        return await _myyc_error(request, err)
+    return None
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    if any(e.get("type") == "json_invalid" for e in exc.errors()):
+        refused = await _stranger(request)
+        if refused is not None:
+            return refused
     first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
     field = _field(tuple(first.get("loc", ())))
     message = f"{field or 'request'}: {first.get('msg', 'invalid value')}"
@@ -80,8 +124,12 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and exc.detail == BODY_PARSE_ERROR:
+        refused = await _stranger(request)
+        if refused is not None:
+            return refused
     code = _CODE_BY_STATUS.get(exc.status_code, ErrorCode.internal)
     message = exc.detail if isinstance(exc.detail, str) else "request failed"
     return error_response(

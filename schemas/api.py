@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, StringConstraints, model_validator
 
 from schemas.status import ProjectStatus, RunStatus
+
+#: Free text as PostgreSQL can store it: any characters but NUL.
+NO_NUL = r"^[^\x00]*$"
+
+
+Title = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]
+Description = Annotated[str, StringConstraints(max_length=20_000, pattern=NO_NUL)]
+Category = Annotated[str, StringConstraints(max_length=100, pattern=NO_NUL)]
+Task = Annotated[str, StringConstraints(min_length=1, max_length=20_000, pattern=NO_NUL)]
 
 
 class SpawnConfig(BaseModel):
@@ -16,24 +25,33 @@ class SpawnConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    title: str = Field(min_length=1, max_length=200)
+    title: Title
     """The idea's title."""
-    description: str | None = Field(default=None, max_length=20_000)
+    description: Description | None = None
     """The idea in the person's words."""
-    category: str | None = Field(default=None, max_length=100)
+    category: Category | None = None
     """A free category (e.g. food-tech)."""
 
 
 class SpawnRequest(BaseModel):
     """Spawn a project from an idea (seed 000): flat, or in the edge function's envelope."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        # `_one_idea` for the docs: a `title` or a `config` (null counts as absent), not both.
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["title"], "properties": {"title": {"type": "string"}}},
+                {"required": ["config"], "properties": {"config": {"type": "object"}}},
+            ]
+        },
+    )
 
-    title: str | None = Field(default=None, min_length=1, max_length=200)
+    title: Title | None = None
     """The idea's title (required unless `config` carries it)."""
-    description: str | None = Field(default=None, max_length=20_000)
+    description: Description | None = None
     """The idea in the person's words."""
-    category: str | None = Field(default=None, max_length=100)
+    category: Category | None = None
     """A free category (e.g. food-tech)."""
     project_id: UUID | None = None
     """Seed 000's envelope field; ignored (myyc assigns ids) but accepted."""
@@ -117,15 +135,14 @@ class AgentRunRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    task_description: str = Field(min_length=1, max_length=20_000)
+    task_description: Task
     """What the agent should do."""
     task_id: UUID | None = None
     """The caller's task id."""
     user_id: UUID | None = None
     """The owner, when a server starts it on a user's behalf."""
-    agent_name: str = Field(default="orchestrator", min_length=1, max_length=100,
-                            pattern=r"^[a-z][a-z0-9_-]*$")  # fmt: skip
-    """Which agent runs it."""
+    agent_name: Literal["orchestrator"] = "orchestrator"
+    """Which agent runs it: only the orchestrator takes tasks directly."""
 
 
 class AgentRunResponse(BaseModel):

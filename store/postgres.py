@@ -61,7 +61,8 @@ def translate(err: Exception) -> MyycError:
             field=err.diag.column_name or err.diag.constraint_name,
         )
     if isinstance(err, (pgerrors.DataError, pgerrors.InvalidTextRepresentation)):
-        return ValidationFailed(f"invalid value: {err.diag.message_primary}")
+        # psycopg refuses some values itself (NUL in text), without server diagnostics.
+        return ValidationFailed(f"invalid value: {err.diag.message_primary or err}")
     if isinstance(err, (psycopg.OperationalError, psycopg.InterfaceError)):
         return StoreUnavailable(f"database unavailable: {err}")
     return MyycError(f"database error: {err}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -49,6 +50,8 @@ def embedded_pg() -> Iterator[EmbeddedPostgres]:
     asyncio.run(migrate(_with_db(url, TEMPLATE_DB)))
     yield pg
     pg.close()
+    # Every test's database lives here (GBs over a suite): leave nothing behind.
+    shutil.rmtree(pg.data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

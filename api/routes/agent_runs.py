@@ -9,26 +9,31 @@ from fastapi import APIRouter, Query, Request
 from agents.orchestrator import PIPELINE
 from api.auth import CallerDep
 from api.deps import ServicesDep
+from api.errors import error_responses
 from api.limits import rate_key
 from schemas.api import AgentRunOut, AgentRunRequest, AgentRunResponse
-from schemas.errors import ValidationFailed
 from schemas.rows import NewProject
 
 router = APIRouter(tags=["agent runs"])
 
 
-@router.post("/agents/run", status_code=202, response_model=AgentRunResponse)
+@router.post(
+    "/agents/run",
+    status_code=202,
+    response_model=AgentRunResponse,
+    responses=error_responses(400, 404, 413, 429),
+)
 async def start_agent_run(
     body: AgentRunRequest, request: Request, services: ServicesDep, caller: CallerDep
 ) -> AgentRunResponse:
     """Start an agent on a task: a project is made for it and the orchestrator's run returned."""
-    if body.agent_name != "orchestrator":
-        raise ValidationFailed("only the orchestrator takes tasks directly", field="agent_name")
     user_id = body.user_id if caller.is_service else caller.user_id
     limiter, key = request.app.state.spawn_limiter, rate_key(user_id)
     if key is not None:
         limiter.check(key)
-    title = body.task_description.strip().splitlines()[0][:200] or "task"
+    # A blank description (" ") has no first line: the project is then just "task".
+    first_line = next(iter(body.task_description.strip().splitlines()), "")
+    title = first_line[:200] or "task"
     spawned = await services.store.spawn_project(
         NewProject(title=title, description=body.task_description, user_id=user_id),
         ("orchestrator", *PIPELINE),

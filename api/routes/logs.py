@@ -11,11 +11,15 @@ from pydantic import BaseModel
 
 from api.auth import CallerDep
 from api.deps import ServicesDep, visible_project
+from api.errors import error_responses
 from api.sse import sse_events
 from schemas.events import Cursor, Event
 from schemas.status import LogLevel
 
 router = APIRouter(tags=["logs"])
+
+#: What `Cursor.encode()` writes: `<writer hex>.<seq>` parts joined by `~` (empty: the start).
+CURSOR_PATTERN = r"^([0-9a-f]{32}\.[1-9][0-9]{0,17}(~[0-9a-f]{32}\.[1-9][0-9]{0,17})*)?$"
 
 
 class LogPage(BaseModel):
@@ -27,13 +31,16 @@ class LogPage(BaseModel):
     """Pass as `after` to get the events that follow."""
 
 
-@router.get("/projects/{project_id}/logs", response_model=LogPage)
+@router.get("/projects/{project_id}/logs", response_model=LogPage, responses=error_responses(404))
 async def read_logs(
     project_id: UUID,
     services: ServicesDep,
     caller: CallerDep,
     after: Annotated[
-        str | None, Query(max_length=65536, description="A cursor from a previous page.")
+        str | None,
+        Query(
+            max_length=65536, pattern=CURSOR_PATTERN, description="A cursor from a previous page."
+        ),
     ] = None,
     agent: Annotated[
         str | None, Query(max_length=100, description="Only this agent's events.")
@@ -55,17 +62,24 @@ async def read_logs(
 @router.get(
     "/projects/{project_id}/stream",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "SSE frames."}},
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "SSE frames."},
+        **error_responses(404),
+    },
 )
 async def stream_logs(
     project_id: UUID,
     services: ServicesDep,
     caller: CallerDep,
     after: Annotated[
-        str | None, Query(max_length=65536, description="Start after this cursor.")
+        str | None,
+        Query(max_length=65536, pattern=CURSOR_PATTERN, description="Start after this cursor."),
     ] = None,
     last_event_id: Annotated[
-        str | None, Header(max_length=65536, description="Resume point; wins over `after`.")
+        str | None,
+        Header(
+            max_length=65536, pattern=CURSOR_PATTERN, description="Resume point; wins over `after`."
+        ),
     ] = None,
 ) -> StreamingResponse:
     """Follow a project's log live (Server-Sent Events); reconnect with Last-Event-ID."""

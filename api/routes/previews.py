@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.auth import Caller, CallerDep
 from api.deps import ServicesDep
+from api.errors import error_responses
 from previews.container.entrypoint import UnsafePath, safe_relative_path
 from previews.ports import ProjectFileStore
 from previews.realtime import broadcast_file_update
@@ -175,7 +176,12 @@ class FileWritten(_Camel):
     """Whether Supabase Realtime accepted the broadcast (False locally)."""
 
 
-@router.post("/sessions/start", response_model=StartResponse, response_model_by_alias=True)
+@router.post(
+    "/sessions/start",
+    response_model=StartResponse,
+    response_model_by_alias=True,
+    responses=error_responses(400, 404, 413),
+)
 async def start_session(
     body: StartRequest, caller: CallerDep, previews: PreviewsDep
 ) -> StartResponse:
@@ -186,14 +192,18 @@ async def start_session(
     )
 
 
-@router.post("/sessions/stop", response_model=StopResponse)
+@router.post(
+    "/sessions/stop", response_model=StopResponse, responses=error_responses(400, 404, 413)
+)
 async def stop_session(body: StopRequest, caller: CallerDep, previews: PreviewsDep) -> StopResponse:
     """End the session and destroy its machine; an ended session is left unchanged."""
     await previews.stop(body.session_id, caller)
     return StopResponse()
 
 
-@router.get("/sessions/{session_id}/status", response_model=StatusResponse)
+@router.get(
+    "/sessions/{session_id}/status", response_model=StatusResponse, responses=error_responses(404)
+)
 async def session_status(
     session_id: UUID, caller: CallerDep, previews: PreviewsDep
 ) -> StatusResponse:
@@ -221,7 +231,9 @@ async def _own_project(services: ServicesDep, caller: Caller, project_id: UUID) 
         raise NotFound(f"project {project_id} not found", field="project_id")
 
 
-@router.get("/projects/{project_id}/files", response_model=FilesResponse)
+@router.get(
+    "/projects/{project_id}/files", response_model=FilesResponse, responses=error_responses(404)
+)
 async def list_files(
     project_id: UUID, caller: CallerDep, services: ServicesDep, previews: PreviewsDep
 ) -> FilesResponse:
@@ -237,7 +249,11 @@ async def list_files(
     )
 
 
-@router.post("/projects/{project_id}/files", response_model=FileWritten)
+@router.post(
+    "/projects/{project_id}/files",
+    response_model=FileWritten,
+    responses=error_responses(400, 404, 413),
+)
 async def put_file(
     project_id: UUID,
     body: FileBody,

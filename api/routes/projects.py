@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from agents.orchestrator import PIPELINE
 from api.auth import CallerDep
 from api.deps import ServicesDep, visible_project
+from api.errors import error_responses
 from api.limits import rate_key
 from schemas.api import RunLine, SpawnRequest, SpawnResponse, StatusResponse
 from schemas.errors import ErrorCode, MyycError
@@ -31,7 +32,10 @@ class DispatchFailed(MyycError):
     "/spawn",
     status_code=202,
     response_model=SpawnResponse,
-    responses={200: {"model": SpawnResponse, "description": "A repeated Idempotency-Key."}},
+    responses={
+        200: {"model": SpawnResponse, "description": "A repeated Idempotency-Key."},
+        **error_responses(400, 404, 413, 429, 502),
+    },
 )
 async def spawn(
     body: SpawnRequest,
@@ -87,7 +91,7 @@ def _status(project: Project, runs: list[RunLine]) -> StatusResponse:
     )  # fmt: skip
 
 
-@router.get("/status/{project_id}", response_model=StatusResponse)
+@router.get("/status/{project_id}", response_model=StatusResponse, responses=error_responses(404))
 async def status(project_id: UUID, services: ServicesDep, caller: CallerDep) -> StatusResponse:
     """A project's status, progress, URLs, and one line per agent run."""
     project = await visible_project(services, caller, project_id)

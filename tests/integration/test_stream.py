@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import shutil
 from pathlib import Path
 from uuid import UUID
 
@@ -143,4 +144,5 @@ async def test_postgres_outage_mid_stream_loses_and_duplicates_nothing(tmp_path:
         await hub.close()
         await store.close()
         await asyncio.to_thread(pg.close)
+        await asyncio.to_thread(shutil.rmtree, pg.data_dir, True)
     _check_exactly_once(frames, writers, count)
