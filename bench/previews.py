@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import math
 import os
 import selectors
@@ -39,7 +38,7 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -47,7 +46,8 @@ from typing import Any
 from uuid import UUID
 
 import httpx
-import uvicorn
+
+from local.server import serve
 
 APP = "myyc-previews"
 MACHINES = 10_000
@@ -59,24 +59,6 @@ CALLS_PER_ORPHAN = 2
 
 
 # ------------------------------------------------------------------------------ local part
-
-
-@contextlib.asynccontextmanager
-async def _serve(app: Any) -> AsyncIterator[str]:
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 async def _until(http: httpx.AsyncClient, url: str, needle: str | None, within: float) -> float:
@@ -125,7 +107,7 @@ async def local_part(starts: int, reloads: int) -> tuple[list[float], list[float
     reload_ms: list[float] = []
     try:
         async with (
-            _serve(app) as base,
+            serve(app) as base,
             httpx.AsyncClient(base_url=base, timeout=60) as api,
             httpx.AsyncClient(timeout=5) as browser,
         ):

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import itertools
 import json
 import logging
@@ -36,7 +35,7 @@ import shutil
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -434,28 +433,6 @@ async def run_client(spec: dict[str, Any], secret: str) -> Measured:
 # -- the server (this process) -----------------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def serve(app: Any) -> AsyncIterator[str]:
-    """Run `app` with uvicorn on 127.0.0.1 (a free port, no access log); yield its base URL."""
-    import uvicorn
-
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, log_level="warning", access_log=False, lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
-
-
 async def main(sizes: Sizes, root: Path, *, use_httpx: bool = False) -> None:
     """Run the three phases against one server; print the table and the result line."""
     from pydantic import SecretStr
@@ -464,6 +441,7 @@ async def main(sizes: Sizes, root: Path, *, use_httpx: bool = False) -> None:
     from api.app import create_app
     from api.services import Services
     from local.pg import EmbeddedPostgres
+    from local.server import serve
     from schemas.settings import Settings
     from store.migrate import migrate
 

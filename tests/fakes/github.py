@@ -15,7 +15,8 @@ switches that inject faults:
                                              arrive: the transport raises httpx.ConnectError
 
 Use it in-process with `httpx.AsyncClient(transport=fake.transport())` or over a real
-loopback socket with `async with serve(fake) as base_url: ...`. Inspect with `fake.calls`
+loopback socket with `async with local.server.serve(fake) as base_url: ...`.
+Inspect with `fake.calls`
 (per route), `fake.requests`, `fake.files(owner, repo)`, `fake.commit_count(owner, repo)`.
 """
 
@@ -24,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import hashlib
 import itertools
 import json
@@ -32,13 +32,12 @@ import math
 import re
 import time
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -929,23 +928,3 @@ class _FakeTransport(httpx.ASGITransport):
             self._fake._disconnects -= 1
             raise httpx.ConnectError("fake: connection refused", request=request)
         return await super().handle_async_request(request)
-
-
-@contextlib.asynccontextmanager
-async def serve(app: Any, *, host: str = "127.0.0.1") -> AsyncIterator[str]:
-    """Serve an ASGI app on a free loopback port for the block; yields its base URL."""
-    config = uvicorn.Config(app, host=host, port=0, log_level="warning", lifespan="off", ws="none")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        async with asyncio.timeout(10):
-            while not server.started:
-                if task.done():
-                    await task  # surfaces the startup error
-                    raise RuntimeError("uvicorn stopped before starting")
-                await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
-        yield f"http://{host}:{port}"
-    finally:
-        server.should_exit = True
-        await task

@@ -34,12 +34,12 @@ from clients.github import (
     retry_delay,
 )
 from clients.retry import RetryPolicy
+from local.server import serve
 from tests.fakes.github import (
     DEFAULT_LOGIN,
     DEFAULT_TOKEN,
     FakeGitHub,
     git_sha,
-    serve,
 )
 
 BASE_URL = "https://api.github.test"

@@ -20,7 +20,7 @@ from postgrest.exceptions import APIError
 from postgrest.types import CountMethod, ReturnMethod
 from supabase import AsyncClientOptions, acreate_client
 
-from tests.fakes.github import serve
+from local.server import serve
 from tests.fakes.postgrest import PostgrestFake, sqlstate_status
 
 BASE = "http://testserver"
