@@ -30,17 +30,29 @@ async def run_build(
     store, writer = services.store, services.writer
     pid, bid = UUID(project_id), UUID(build_id)
     runs = {r.agent_name: r for r in await store.list_runs(project_id=pid) if r.session_id == bid}
+    # A task started with POST /agents/run has a run of the orchestrator's own to report on.
+    own = runs.pop("orchestrator", None)
+    if own is not None:
+        await services.reporter.start_or_resume(own.id)
     await store.update_session(bid, {"status": BuildStatus.running.value})
     await writer.log(pid, "orchestrator", f"Build started: {', '.join(PIPELINE)}",
                      session_id=bid)  # fmt: skip
-    for name in PIPELINE:
+    for i, name in enumerate(PIPELINE):
         try:
             await dispatcher.call(name, project_id=project_id, build_id=build_id,
                                   run_id=str(runs[name].id))  # fmt: skip
         except Exception as err:
             message = err.message if isinstance(err, MyycError) else f"{type(err).__name__}: {err}"
-            await _fail(services, pid, bid, runs, f"{name} failed: {message}")
+            error = f"{name} failed: {message}"
+            if own is not None:
+                await services.reporter.fail_run(own.id, error=error)
+            await _fail(services, pid, bid, runs, error)
             return
+        if own is not None:
+            done = 100.0 * (i + 1) / len(PIPELINE)
+            await services.reporter.update_progress(own.id, step=f"{name} done", progress=done)
+    if own is not None:
+        await services.reporter.complete_run(own.id, result={"agents": list(PIPELINE)})
     project = await store.get_project(pid)
     await store.update_session(
         bid, {"status": BuildStatus.succeeded.value, "outputs": {"github_url": project.github_url}}

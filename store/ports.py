@@ -6,6 +6,7 @@ httpx) — and one contract suite (tests/integration/test_store_contract.py) run
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 from uuid import UUID
@@ -20,7 +21,7 @@ RUN_COLUMNS = frozenset(
     {
         "status", "current_step", "progress_percent", "result", "error", "error_code",
         "metadata", "verification_attempts", "verification_evidence", "heartbeat_at",
-        "completed_at",
+        "completed_at", "task_id",
     }
 )  # fmt: skip
 PROJECT_COLUMNS = frozenset(
@@ -29,6 +30,12 @@ PROJECT_COLUMNS = frozenset(
 SESSION_COLUMNS = frozenset(
     {"status", "plan", "environment", "outputs", "error", "error_code", "template"}
 )
+
+
+def reference_field(detail: str) -> str | None:
+    """The column a foreign-key error names ("Key (user_id)=(…) is not present…")."""
+    match = re.search(r"Key \((\w+)\)=", detail)
+    return match.group(1) if match else None
 
 
 class EventRecord(NamedTuple):

@@ -26,7 +26,14 @@ from schemas.events import Cursor, Event
 from schemas.plan import Feature
 from schemas.rows import Activity, AgentRun, BuildSession, NewProject, NewRun, PlanItem, Project
 from schemas.status import LIVE_RUN_STATUSES, LogLevel, RunStatus
-from store.ports import PROJECT_COLUMNS, RUN_COLUMNS, SESSION_COLUMNS, EventRecord, Spawned
+from store.ports import (
+    PROJECT_COLUMNS,
+    RUN_COLUMNS,
+    SESSION_COLUMNS,
+    EventRecord,
+    Spawned,
+    reference_field,
+)
 
 EVENT_COLUMNS = (
     "id", "project_id", "session_id", "agent_name", "level", "type", "message", "data",
@@ -51,8 +58,7 @@ def translate(err: Exception) -> MyycError:
         return Conflict(f"already exists: {err.diag.message_detail or err}")
     if isinstance(err, pgerrors.ForeignKeyViolation):
         detail = err.diag.message_detail or str(err)
-        field = "project_id" if "project_id" in detail else None
-        return NotFound(f"unknown reference: {detail}", field=field)
+        return NotFound(f"unknown reference: {detail}", field=reference_field(detail))
     if isinstance(err, pgerrors.NoDataFound):
         return NotFound(str(err.diag.message_primary or err))
     if isinstance(err, (pgerrors.CheckViolation, pgerrors.NotNullViolation)):

@@ -64,6 +64,7 @@ from store.ports import (
     SESSION_COLUMNS,
     EventRecord,
     Spawned,
+    reference_field,
 )
 
 logger = logging.getLogger(__name__)
@@ -150,7 +151,7 @@ def error_from_response(
     if code == "23505":
         return Conflict(f"already exists: {details or message}")
     if code == "23503":
-        field = "project_id" if "project_id" in details + message else None
+        field = reference_field(f"{details} {message}")
         return NotFound(f"unknown reference: {details or message}", field=field)
     if code == "P0002":
         return NotFound(message)

@@ -11,6 +11,7 @@ from api.auth import CallerDep
 from api.deps import ServicesDep
 from api.errors import error_responses
 from api.limits import rate_key
+from api.routes.projects import spawn_for
 from schemas.api import AgentRunOut, AgentRunRequest, AgentRunResponse
 from schemas.rows import NewProject
 
@@ -34,14 +35,15 @@ async def start_agent_run(
     # A blank description (" ") has no first line: the project is then just "task".
     first_line = next(iter(body.task_description.strip().splitlines()), "")
     title = first_line[:200] or "task"
-    spawned = await services.store.spawn_project(
+    spawned = await spawn_for(
+        services,
         NewProject(title=title, description=body.task_description, user_id=user_id),
         ("orchestrator", *PIPELINE),
     )
     runs = await services.store.list_runs(project_id=spawned.project_id)
     run = next(r for r in runs if r.agent_name == "orchestrator")
     if body.task_id is not None:
-        await services.store.update_run(run.id, {"metadata": {"task_id": str(body.task_id)}})
+        await services.store.update_run(run.id, {"task_id": body.task_id})
     assert services.dispatcher is not None
     await services.dispatcher.spawn(
         "orchestrator", project_id=str(spawned.project_id), build_id=str(spawned.build_id)

@@ -76,14 +76,14 @@ async def stream_logs(
         Query(max_length=65536, pattern=CURSOR_PATTERN, description="Start after this cursor."),
     ] = None,
     last_event_id: Annotated[
-        str | None,
+        str,
         Header(
             max_length=65536, pattern=CURSOR_PATTERN, description="Resume point; wins over `after`."
         ),
-    ] = None,
+    ] = "",
 ) -> StreamingResponse:
     """Follow a project's log live (Server-Sent Events); reconnect with Last-Event-ID."""
-    if last_event_id is not None:
+    if last_event_id:
         cursor = Cursor.parse(last_event_id, field="Last-Event-ID")
     else:
         cursor = Cursor.parse(after, field="after")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Annotated
 from uuid import UUID
 
@@ -14,9 +15,11 @@ from api.auth import CallerDep
 from api.deps import ServicesDep, visible_project
 from api.errors import error_responses
 from api.limits import rate_key
+from api.services import Services
 from schemas.api import RunLine, SpawnRequest, SpawnResponse, StatusResponse
-from schemas.errors import ErrorCode, MyycError
+from schemas.errors import ErrorCode, MyycError, NotFound
 from schemas.rows import NewProject, Project
+from store.ports import Spawned
 
 logger = logging.getLogger(__name__)
 router = APIRouter(tags=["projects"])
@@ -53,13 +56,11 @@ async def spawn(
     if key is not None:
         limiter.check(key)
     idea = body.idea()
-    spawned = await services.store.spawn_project(
-        NewProject(
-            title=idea.title, description=idea.description, category=idea.category,
-            user_id=user_id, idempotency_key=idempotency_key,
-        ),
-        PIPELINE,
+    new = NewProject(
+        title=idea.title, description=idea.description, category=idea.category,
+        user_id=user_id, idempotency_key=idempotency_key,
     )  # fmt: skip
+    spawned = await spawn_for(services, new, PIPELINE)
     answer = SpawnResponse(project_id=spawned.project_id, build_id=spawned.build_id)
     if not spawned.created:
         if key is not None:
@@ -79,6 +80,16 @@ async def spawn(
         )  # fmt: skip
         raise DispatchFailed("could not start the build; try again with a new key") from err
     return JSONResponse(answer.model_dump(mode="json"), status_code=202)
+
+
+async def spawn_for(services: Services, new: NewProject, agents: Sequence[str]) -> Spawned:
+    """Spawn in the store; an owner who does not exist is a 404 naming `body.user_id`."""
+    try:
+        return await services.store.spawn_project(new, agents)
+    except NotFound as err:
+        if err.field == "user_id":
+            raise NotFound("no such user", field="body.user_id") from err
+        raise
 
 
 def _status(project: Project, runs: list[RunLine]) -> StatusResponse:

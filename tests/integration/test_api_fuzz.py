@@ -85,8 +85,6 @@ EDGE_STRINGS = (
 
 # Known gaps, each a strict xfail: fixing one turns its test into a failure that says so.
 UNDOCUMENTED = {
-    "GET /projects/{project_id}/stream": "docs: Last-Event-ID is documented as nullable, so "
-    "the fuzz sends the string `null`, which is not a cursor",
     "POST /projects/{project_id}/files": "docs: `filePath` of `/` is refused though the schema "
     "allows it; `content` allows 1,000,000 characters but a body over 256 KiB is 413",
 }

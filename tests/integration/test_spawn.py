@@ -327,3 +327,45 @@ async def test_the_seed_000_envelope_is_accepted(api: tuple[str, Services]) -> N
     project = await services.store.get_project(UUID(response.json()["project_id"]))
     assert project.title == "Envelope App"
     assert project.description == "from the edge function"
+
+
+async def test_an_unknown_owner_is_a_404_on_the_field(
+    api: tuple[str, Services], db_url: str
+) -> None:
+    base, _ = api
+    body = orjson.dumps({"title": "for nobody", "user_id": str(uuid4())})
+    async with httpx.AsyncClient(base_url=base) as http:
+        response = await http.post("/spawn", content=body, headers=_signed("POST", "/spawn", body))
+    assert response.status_code == 404
+    assert response.json()["error"] == {
+        "code": "not_found", "message": "no such user", "field": "body.user_id"
+    }  # fmt: skip
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("select count(*) from projects").fetchone() == (0,)
+
+
+async def test_agents_run_starts_the_orchestrator_on_a_task(api: tuple[str, Services]) -> None:
+    base, services = api
+    task = uuid4()
+    body = orjson.dumps(
+        {"task_description": "Build a habit tracker\nwith streaks", "task_id": str(task)}
+    )
+    async with httpx.AsyncClient(base_url=base) as http:
+        response = await http.post(
+            "/agents/run", content=body, headers=_signed("POST", "/agents/run", body)
+        )
+        assert response.status_code == 202
+        run_id = UUID(response.json()["run_id"])
+        run = await services.store.get_run(run_id)
+        assert run.agent_name == "orchestrator"
+        assert run.task_id == task
+        project = await services.store.get_project(UUID(response.json()["project_id"]))
+        assert project.title == "Build a habit tracker"
+        assert isinstance(services.dispatcher, LocalDispatcher)
+        await asyncio.wait_for(services.dispatcher.join(), 30)
+        path = "/agent-runs"
+        listed = (await http.get(path, headers=_signed("GET", path))).json()
+    mine = next(r for r in listed if r["id"] == str(run_id))
+    assert mine["status"] == "completed"
+    assert mine["task_id"] == str(task)
+    assert (await services.store.get_project(project.id)).status == "completed"
