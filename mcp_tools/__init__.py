@@ -1,1 +1,4 @@
-"""mcp_tools."""
+"""MCP tools: the integrations (GitHub, Supabase, Fly) as audited, replayable MCP tools.
+
+Empty until the MCP issue; the clients they wrap live in clients/ already.
+"""
