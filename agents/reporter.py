@@ -227,19 +227,13 @@ class RunReporter:
         raise Conflict(f"run {run_id} kept changing; try again", field="status")
 
     async def _rollup(self, run: AgentRun) -> Project | None:
+        # A status change logs its own `project_status` event (a trigger on `projects`). The
+        # run's lines go first, so a reader who stops at "project failed" has seen why.
         if run.project_id is None:
             return None
-        before = await self._store.get_project(run.project_id)
-        after: Project = await self._store.rollup_project(run.project_id)
-        if after.status != before.status:
-            level = {"failed": "error", "completed": "success"}.get(after.status.value, "info")
-            await self._writer.log(
-                run.project_id, "myyc", f"project {after.status}", level,
-                type=EventType.project_status,
-                data={"status": after.status.value, "progress": after.progress},
-                session_id=run.session_id,
-            )  # fmt: skip
-        return after
+        await self._writer.flush()
+        project: Project = await self._store.rollup_project(run.project_id)
+        return project
 
     async def _log(
         self,

@@ -41,6 +41,7 @@ EXPECTED_MIGRATIONS = [
     ("20261121000500", "project_files"),
     ("20261121000600", "spawn"),
     ("20261121000700", "read_events"),
+    ("20261121000800", "project_status_events"),
 ]
 
 _fresh_counter = itertools.count()
