@@ -75,12 +75,12 @@ async def _frames(
             idle = 0.0
             if len(events) == PAGE:
                 continue
-        wait = poll if sub is None else keepalive
-        woke = False if sub is None else await sub.wait(wait)
-        if sub is None:
+        # Wait for a NOTIFY (or, with no hub, poll); say something when quiet for `keepalive`.
+        if sub is not None:
+            idle += 0.0 if await sub.wait(keepalive) else keepalive
+        else:
             await asyncio.sleep(poll)
-        if not woke:
-            idle += wait
-            if idle >= keepalive:
-                idle = 0.0
-                yield ": keepalive\n\n"
+            idle += poll
+        if idle >= keepalive:
+            idle = 0.0
+            yield ": keepalive\n\n"

@@ -24,9 +24,8 @@ CHANNEL = "myyc_project_logs"
 class Subscription:
     """One reader's wake-up flag."""
 
-    def __init__(self, hub: EventHub, project_id: UUID) -> None:
+    def __init__(self, project_id: UUID) -> None:
         self.project_id = project_id
-        self._hub = hub
         self._event = asyncio.Event()
 
     def wake(self) -> None:
@@ -71,7 +70,7 @@ class EventHub:
     @contextlib.asynccontextmanager
     async def subscribe(self, project_id: UUID) -> AsyncIterator[Subscription]:
         """A subscription to one project's wake-ups, for the life of the block."""
-        sub = Subscription(self, project_id)
+        sub = Subscription(project_id)
         self._subs.setdefault(project_id, set()).add(sub)
         try:
             yield sub
