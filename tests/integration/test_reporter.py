@@ -171,3 +171,19 @@ async def test_a_restarted_agent_resumes_its_run(pg_store: PostgresStore, report
     await writer.flush()
     resumes = [e for e in await _events(pg_store, project) if (e.data or {}).get("resumed")]
     assert len(resumes) == 1
+
+
+async def test_concurrent_agents_log_a_project_status_change_once(
+    pg_store: PostgresStore, reporter
+) -> None:
+    rep, writer = reporter
+    project = (await pg_store.create_project(NewProject(title="together"))).id
+    runs = [await rep.start_run(agent_name=f"agent{i}", project_id=project) for i in range(4)]
+    await asyncio.gather(*(rep.complete_run(r) for r in runs))
+    await writer.flush()
+    changes = [
+        (e.data or {}).get("status")
+        for e in await _events(pg_store, project)
+        if e.type == "project_status"
+    ]
+    assert changes == ["running", "completed"]
