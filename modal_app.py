@@ -20,7 +20,9 @@ APP_NAME = "myyc"
 WEB_LABEL = "myyc-api"
 ROOT = Path(__file__).resolve().parent
 
-PACKAGES = ("agents", "api", "clients", "local", "mcp_tools", "previews", "schemas", "store")
+PACKAGES = (
+    "agents", "api", "clients", "core", "local", "mcp_tools", "previews", "schemas", "store",
+)  # fmt: skip
 # Modal ships only *.py by default; ours carry data too (store/sql/bootstrap.sql), so ship
 # every file but caches.
 PACKAGE_IGNORE = ["**/__pycache__/**", "**/*.pyc"]
@@ -36,6 +38,7 @@ RUNTIME_PINS = (
     "fastapi==0.165.0",
     "httpx==0.28.1",
     "langgraph==1.2.22",
+    "langgraph-checkpoint-postgres==3.2.0",
     "mcp==2.3.0",
     "openai==3.54.0",
     "orjson==3.13.0",
@@ -66,12 +69,18 @@ app = modal.App(APP_NAME, image=image)
 # -- secrets (created with `modal secret create <name> KEY=…`) ----------------------------------
 SUPABASE = modal.Secret.from_name(
     "myyc-supabase",
-    required_keys=["SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_JWT_SECRET"],
+    # DATABASE_URL: the build graph's checkpoints need a direct Postgres connection.
+    required_keys=[
+        "SUPABASE_URL",
+        "SUPABASE_SERVICE_ROLE_KEY",
+        "SUPABASE_JWT_SECRET",
+        "DATABASE_URL",
+    ],
 )
 HMAC = modal.Secret.from_name("myyc-hmac", required_keys=["MYYC_HMAC_SECRET"])
 GITHUB = modal.Secret.from_name("myyc-github", required_keys=["GITHUB_TOKEN"])
-# Either key selects its provider and neither is required: without one the planner uses the
-# offline provider, which is what it runs on until the LLM providers land.
+# MYYC_LLM_PROVIDER and the chosen provider's key (OPENAI_API_KEY, ANTHROPIC_API_KEY,
+# XAI_API_KEY); none is required: without them planning and codegen use the offline provider.
 LLM = modal.Secret.from_name("myyc-llm", required_keys=[])
 FLY = modal.Secret.from_name("myyc-fly", required_keys=["FLY_API_TOKEN", "FLY_APP"])
 
@@ -91,9 +100,13 @@ class AgentSpec:
 
 AGENT_FUNCTIONS: dict[str, AgentSpec] = {
     # The whole build waits inside the orchestrator, so it outlives every agent it calls.
-    "orchestrator": AgentSpec(timeout=60 * 60, retries=1, secrets=()),
+    # A retry of a crashed orchestrator resumes the build from its checkpoint.
+    "orchestrator": AgentSpec(timeout=60 * 60, retries=2, secrets=(HMAC,)),
     "planner": AgentSpec(timeout=10 * 60, retries=2, secrets=(LLM,)),
+    "codegen": AgentSpec(timeout=20 * 60, retries=2, secrets=(LLM,)),
     "github": AgentSpec(timeout=10 * 60, retries=2, secrets=(GITHUB,)),
+    "preview": AgentSpec(timeout=10 * 60, retries=2, secrets=(FLY, HMAC)),
+    "verifier": AgentSpec(timeout=10 * 60, retries=2, secrets=()),
 }
 
 
@@ -104,14 +117,14 @@ def _retries(n: int) -> modal.Retries | None:
 
 def _agent_function(name: str, spec: AgentSpec) -> modal.Function[..., Any, Any]:
     async def agent(**kwargs: str) -> Any:
-        from agents.runtime import run_agent
+        from core.runtime import run_agent
 
         return await run_agent(name, **kwargs)
 
     # A container finds its function as a module attribute named by the qualname, so each one
     # gets the global name it is stored under below (and `name=` gives its Modal name).
     agent.__name__ = agent.__qualname__ = f"{name}_agent"
-    agent.__doc__ = f"The {name} agent (agents/runtime.py runs it)."
+    agent.__doc__ = f"The {name} agent (core/runtime.py runs it)."
     return app.function(
         name=name,
         timeout=spec.timeout,
@@ -145,6 +158,14 @@ async def cleanup_orphans() -> Any:
 
 
 # -- `modal run modal_app.py --title …` -----------------------------------------------------------
+@app.function(schedule=modal.Cron("* * * * *"), secrets=[SUPABASE, HMAC], timeout=5 * 60)
+async def recover_builds() -> Any:
+    """Resume builds whose owner died, expire approvals, fail stalled runs (agents/recovery.py)."""
+    from core.runtime import run_recovery
+
+    return await run_recovery()
+
+
 @app.local_entrypoint()
 def main(title: str, description: str = "", category: str = "") -> None:
     """Spawn a project on the deployed app and follow its log until it completes or fails.

@@ -6,9 +6,10 @@
 - **ModalDispatcher** starts each agent in its own Modal function (`modal_app.py` defines one
   per agent name) with `Function.from_name(app, name).spawn.aio` / `.remote.aio`.
 
-`make_dispatcher(services)` picks one: inside a Modal container the Modal one, anywhere else the
-local one. That is detected (`running_in_modal()`), never configured, so a laptop can't
-accidentally fan out to production and a container can't silently run everything in-process.
+`make_dispatcher(services, registry)` picks one: inside a Modal container the Modal one,
+anywhere else the local one. That is detected (`running_in_modal()`), never configured, so a
+laptop can't accidentally fan out to production and a container can't silently run everything
+in-process.
 
 Agents are called as `await fn(services, dispatcher, **kwargs)` with string kwargs (ids): the
 same call must work after a trip through Modal's serialization, so nothing richer is allowed.
@@ -197,7 +198,7 @@ class LocalDispatcher:
     def __init__(
         self,
         services: ServicesLike,
-        registry: Mapping[str, AgentFn] | None = None,
+        registry: Mapping[str, AgentFn],
         *,
         max_concurrency: int = 8,
     ) -> None:
@@ -309,11 +310,6 @@ class LocalDispatcher:
     # -- internals -----------------------------------------------------------------------------
 
     def _agent(self, name: str) -> AgentFn:
-        if self._registry is None:
-            # Imported late: the agents import this module (they are handed a Dispatcher).
-            from agents.registry import AGENTS
-
-            self._registry = AGENTS
         try:
             return self._registry[name]
         except KeyError:
@@ -517,8 +513,14 @@ def running_in_modal() -> bool:
     return not is_local()
 
 
-def make_dispatcher(services: ServicesLike, *, max_concurrency: int = 8) -> Dispatcher:
-    """The dispatcher for where this process runs: Modal's inside Modal, local elsewhere."""
+def make_dispatcher(
+    services: ServicesLike, registry: Mapping[str, AgentFn], *, max_concurrency: int = 8
+) -> Dispatcher:
+    """The dispatcher for where this process runs: Modal's inside Modal, local elsewhere.
+
+    Inside Modal each agent name is a deployed function (modal_app.py declares one per entry
+    of the same registry), so the registry itself is only needed locally.
+    """
     if running_in_modal():
         return ModalDispatcher()
-    return LocalDispatcher(services, max_concurrency=max_concurrency)
+    return LocalDispatcher(services, registry, max_concurrency=max_concurrency)

@@ -1,8 +1,9 @@
-"""The GitHub agent: creates the project's repository and commits the plan's files in one commit.
+"""The GitHub agent: creates the project's repository and commits the app's files in one commit.
 
 With GITHUB_TOKEN: GitHub's REST API (create with auto_init, then blobs → tree → commit →
 ref); without: the local forge, real bare git repositories under MYYC_DATA_DIR. Idempotent by
-repository name, so a retried run reuses the repository.
+repository name (a resumed run reuses the repository) and by tree (the same files again make
+no new commit); after a codegen retry it commits the fixed files on top.
 """
 
 from __future__ import annotations
@@ -11,14 +12,13 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from agents.common import RunContext, run_reported
+from agents.deps import AgentDeps
 from clients.forge import Forge
 from schemas.errors import ValidationFailed
-from schemas.plan import Plan
 from schemas.settings import Settings
 
 if TYPE_CHECKING:
     from agents.dispatch import Dispatcher
-    from api.services import Services
 
 
 def repo_name(title: str, project_id: str) -> str:
@@ -41,32 +41,30 @@ def make_forge(settings: Settings) -> Forge:
 
 
 async def run_github(
-    services: Services, dispatcher: Dispatcher, *, project_id: str, build_id: str, run_id: str
+    deps: AgentDeps, dispatcher: Dispatcher, *, project_id: str, build_id: str, run_id: str
 ) -> dict[str, Any]:
     """Create the repository and push the files (a registry agent)."""
     return await run_reported(
-        services, "github", project_id=project_id, build_id=build_id, run_id=run_id, body=_push
+        deps, "github", project_id=project_id, build_id=build_id, run_id=run_id, body=_push
     )
 
 
 async def _push(ctx: RunContext) -> dict[str, Any]:
-    store = ctx.services.store
-    session = await store.get_session(ctx.build_id)
-    if session.plan is None:
-        raise ValidationFailed("the build has no plan yet; the planner runs first", field="plan")
-    plan = Plan.model_validate(session.plan)
+    store = ctx.deps.store
+    files = await store.get_files(ctx.project_id)
+    if not files:
+        raise ValidationFailed("the project has no files yet; codegen runs first", field="files")
     project = await store.get_project(ctx.project_id)
-    forge = make_forge(ctx.services.settings)
+    await ctx.presence("github", 0.65, focus_type="function", focus="repository")
+    forge = make_forge(ctx.deps.settings)
     name = repo_name(project.title, str(ctx.project_id))
     await ctx.log(f"Creating repository {name}")
     await ctx.progress("creating the repository", 20)
     repo = await forge.ensure_repo(name, description=(project.description or project.title)[:300])
     await ctx.log(f"Repository ready: {repo.html_url}", "success")
     await ctx.progress("committing files", 50)
-    files = {f.path: f.content for f in plan.files}
-    for path in files:
-        await ctx.log(f"adding {path}")
-    sha = await forge.commit_files(repo, files, message=f"Initial app from myyc: {project.title}")
+    verb = "Update" if ctx.rerun else "Initial"
+    sha = await forge.commit_files(repo, files, message=f"{verb} app from myyc: {project.title}")
     await store.update_project(ctx.project_id, {"github_url": repo.html_url})
     await store.add_activity(
         ctx.project_id, "ai", "repository_created",

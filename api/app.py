@@ -10,8 +10,8 @@ from fastapi import FastAPI
 from api import errors
 from api.auth import ReplayGuard
 from api.limits import BodyLimit, RateLimiter
-from api.routes import agent_runs, logs, previews, projects
-from api.services import Services
+from api.routes import agent_runs, builds, logs, previews, projects
+from core.services import Services
 from schemas.settings import Settings, get_settings
 
 
@@ -24,7 +24,7 @@ def create_app(services: Services | None = None, settings: Settings | None = Non
             app.state.services = services
             yield
             return
-        opened = await Services.open(effective)
+        opened = await Services.open(effective, recover=True)
         app.state.services = opened
         try:
             yield
@@ -42,7 +42,7 @@ def create_app(services: Services | None = None, settings: Settings | None = Non
     app.state.replays = ReplayGuard()
     app.state.spawn_limiter = RateLimiter(effective.spawn_rate_per_minute)
     app.add_middleware(BodyLimit, max_bytes=effective.max_body_bytes)
-    for router in (projects.router, agent_runs.router, logs.router, previews.router):
+    for router in (projects.router, builds.router, agent_runs.router, logs.router, previews.router):
         app.include_router(router, responses=errors.error_responses(401, 422))
 
     @app.get("/health", tags=["ops"])

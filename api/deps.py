@@ -7,7 +7,7 @@ from uuid import UUID
 
 from fastapi import Depends, Request
 
-from api.services import Services
+from core.services import Services
 from schemas.errors import NotFound
 from schemas.rows import Project
 

@@ -32,6 +32,15 @@ STATUS_BY_CODE: dict[ErrorCode, int] = {
     ErrorCode.timeout: 504,
     ErrorCode.agent_failed: 500,
     ErrorCode.internal: 500,
+    # Codes stored on runs and builds; an API answer carrying one maps as below.
+    ErrorCode.model_error: 502,
+    ErrorCode.model_unavailable: 503,
+    ErrorCode.model_output_invalid: 502,
+    ErrorCode.verification_failed: 409,
+    ErrorCode.approval_expired: 409,
+    ErrorCode.run_stalled: 500,
+    ErrorCode.build_stalled: 500,
+    ErrorCode.canceled: 409,
 }
 _CODE_BY_STATUS = {
     400: ErrorCode.validation_error,
@@ -50,7 +59,9 @@ _CODE_BY_STATUS = {
 _DESCRIPTIONS = {
     400: "The body could not be decoded.",
     401: "Missing or bad credentials: signature, timestamp or token.",
+    403: "Only servers (an HMAC signature or the service role) may do this.",
     404: "No such resource, or not the caller's.",
+    409: "The resource is not in a state that allows this (already decided, ended).",
     413: "The request body is over the cap.",
     422: "Invalid input; `field` names the first bad field.",
     429: "Too many spawns; retry after `Retry-After` seconds.",

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from uuid import UUID
 
 from schemas.errors import StoreUnavailable
-from schemas.events import Cursor, Event
+from schemas.events import Cursor, Event, EventType
 from store.live import EventHub, Subscription
 from store.ports import EventStore
 
@@ -23,8 +23,13 @@ PAGE = 1000
 
 
 def format_event(event: Event, cursor: Cursor) -> str:
-    """One SSE frame: the cursor as id, the event as JSON data."""
-    return f"id: {cursor.encode()}\ndata: {event.model_dump_json()}\n\n"
+    """One SSE frame: the cursor as id, the event as JSON data.
+
+    Seed 004's presence rides the same stream as `event: presence`, so a browser's
+    EventSource can listen for it apart from the log lines.
+    """
+    kind = "event: presence\n" if event.type == EventType.presence else ""
+    return f"{kind}id: {cursor.encode()}\ndata: {event.model_dump_json()}\n\n"
 
 
 async def sse_events(

@@ -30,7 +30,7 @@ import psycopg
 
 from agents.reporter import RunReporter
 from api.app import create_app
-from api.services import Services
+from core.services import Services
 from local.pg import EmbeddedPostgres
 from schemas.rows import NewProject
 from schemas.settings import Settings

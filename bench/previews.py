@@ -80,7 +80,7 @@ async def local_part(starts: int, reloads: int) -> tuple[list[float], list[float
     from agents.reporter import RunReporter
     from api.app import create_app
     from api.routes import previews as preview_routes
-    from api.services import Services
+    from core.services import Services
     from local.pg import EmbeddedPostgres
     from previews.local_driver import LocalMachines
     from schemas.rows import NewProject

@@ -439,7 +439,7 @@ async def main(sizes: Sizes, root: Path, *, use_httpx: bool = False) -> None:
 
     from agents.dispatch import LocalDispatcher
     from api.app import create_app
-    from api.services import Services
+    from core.services import Services
     from local.pg import EmbeddedPostgres
     from local.server import serve
     from schemas.settings import Settings
@@ -476,7 +476,7 @@ async def main(sizes: Sizes, root: Path, *, use_httpx: bool = False) -> None:
                 logging.getLogger("agents.dispatch").setLevel(logging.ERROR)
                 await held.close(timeout=5)
                 logging.getLogger("agents.dispatch").setLevel(logging.NOTSET)
-                running = services.dispatcher = LocalDispatcher(services)
+                running = services.dispatcher = LocalDispatcher(services, services.registry)
                 followed = await run_client(
                     {**client, "mode": "first_log", "rate": FIRST_LOG_RATE, "n": sizes.first_log},
                     secret,

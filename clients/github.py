@@ -745,6 +745,9 @@ class GitHub:
             head = (await self.get_ref(owner, repo, branch)).target.sha
             base = await self.get_commit(owner, repo, head)
             tree = await self.create_tree(owner, repo, entries, base_tree=base.tree.sha)
+            if tree.sha == base.tree.sha:
+                # Commit by tree: the same files again (a resumed build) are no new commit.
+                return head
             commit = await self.create_commit(
                 owner, repo, message=message, tree=tree.sha, parents=[head]
             )

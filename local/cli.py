@@ -5,6 +5,9 @@
     myyc logs PROJECT [--follow] [--agent NAME]
     myyc projects
     myyc migrate
+    myyc build "VIBE" --template marketplace|saas [--json]
+    myyc resume BUILD | myyc cancel BUILD
+    myyc approve TOKEN [--reject | --retry] [--note TEXT]
 
 `spawn`, `logs` and `projects` talk to a running `myyc up` when there is one; otherwise they
 start the API in this process (same code, same database). Requests are HMAC-signed with
@@ -29,7 +32,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 
-from local.remote import RemoteClient, RemoteError, StreamEvent
+from local.remote import TERMINAL_STATUSES, RemoteClient, RemoteError, StreamEvent
+from schemas.pipeline import STEPS
 from schemas.settings import Settings, get_settings
 
 LEVEL_STYLE = {"info": "cyan", "success": "green", "warning": "yellow", "error": "bold red"}
@@ -93,12 +97,13 @@ async def connect(settings: Settings) -> AsyncIterator[Api]:
 @contextlib.asynccontextmanager
 async def _in_process(settings: Settings, *, port: int) -> AsyncIterator[str]:
     from api.app import create_app
-    from api.services import Services
+    from core.services import Services
     from local.server import serve
 
-    services = await Services.open(settings)
+    services = await Services.open(settings, recover=True)
     try:
         async with serve(create_app(services), settings.myyc_host, port) as url:
+            services.api_url = url
             yield url
     finally:
         await services.close()
@@ -192,9 +197,14 @@ async def cmd_logs(settings: Settings, args: argparse.Namespace) -> int:
             if len(page["events"]) < 1000:
                 break
         if args.follow:
+            status = await api.get(f"/status/{args.project}")
+            if status["status"] in TERMINAL_STATUSES:
+                return 0  # nothing more will come
             async for event in api.client.stream(args.project, last_event_id=after or None):
                 if args.agent is None or event.data.get("agent_name") == args.agent:
                     _print_event(event.data)
+                if event.final_status is not None:
+                    break
     return 0
 
 
@@ -249,9 +259,122 @@ async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+class BuildView:
+    """The live view of a build: the graph's steps with ticks, the files as codegen writes them,
+    and the log lines that matter (progress and presence chatter left out)."""
+
+    def __init__(self, progress: Progress, task: Any) -> None:
+        self.progress = progress
+        self.task = task
+        self.step: str | None = None
+        self.done: list[str] = []
+        self.names = [name for name, _ in STEPS]
+
+    def _tick(self, mark: str = "[green]✓[/]") -> None:
+        if self.step is not None and self.step not in self.done:
+            self.done.append(self.step)
+            self.progress.console.print(f"{mark} [bold]{self.step}[/]")
+
+    def show(self, event: StreamEvent) -> None:
+        """Draw one event."""
+        e = event.data
+        kind = e.get("type")
+        data = e.get("data") or {}
+        if kind == "presence":
+            step = str(data.get("step", ""))
+            if step != self.step and step in self.names:
+                self._tick()
+                self.step = step
+                self.progress.console.print(f"[cyan]◐[/] {escape(step)} …")
+            self.progress.update(self.task, completed=100 * float(data.get("progress", 0)))
+        elif kind == "file:update":
+            size = len(str(data.get("content", "")).encode())
+            path = escape(str(data.get("filePath", "")))
+            self.progress.console.print(f"    [magenta]✎[/] {path} [dim]({size:,} bytes)[/]")
+        elif kind in ("run_progress", "run_status"):
+            return
+        elif kind == "build_succeeded":
+            self._tick()
+            self.progress.update(self.task, completed=100)
+            self.progress.console.print(event_line(e))
+        elif kind == "build_failed":
+            self._tick("[red]✗[/]")
+            self.progress.console.print(event_line(e))
+        else:
+            self.progress.console.print(event_line(e))
+
+
+async def cmd_build(settings: Settings, args: argparse.Namespace) -> int:
+    """Create a seed 004 build session and follow it live until it ends."""
+    options: dict[str, Any] = {"preview": not args.no_preview}
+    if args.provider:
+        options["model"] = {
+            "provider": args.provider,
+            **({"model": args.model} if args.model else {}),
+        }
+    async with connect(settings) as api:
+        created = await api.client.request(
+            "POST", "/sessions",
+            json_body={"vibeText": args.vibe, "template": args.template, "options": options},
+        )  # fmt: skip
+        sid, pid = created["sessionId"], created["projectId"]
+        if args.json:
+            final = await api.client.follow(pid, lambda _e: None)
+        else:
+            console.print(f"[bold]build[/] {sid} (project {pid})")
+            with Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), TaskProgressColumn(),
+                console=console, transient=True,
+            ) as progress:  # fmt: skip
+                view = BuildView(progress, progress.add_task(args.template, total=100))
+                final = await api.client.follow(pid, view.show)
+        session = await api.get(f"/sessions/{sid}")
+    if args.json:
+        print(json.dumps(session, indent=2))
+    else:
+        style = "green" if session["status"] == "succeeded" else "bold red"
+        console.print(f"[{style}]{session['status']}[/] build {sid}")
+        for key in ("github_url", "preview_url"):
+            value = (session.get("outputs") or {}).get(key)
+            if value:
+                console.print(f"  {key.split('_')[0]:10} {escape(value)}", soft_wrap=True)
+        if session.get("error"):
+            err_console.print(f"[bold red]error:[/] {escape(session['error'])}")
+    return 0 if final == "completed" and session["status"] == "succeeded" else 1
+
+
+async def cmd_resume(settings: Settings, args: argparse.Namespace) -> int:
+    """Hand a live build to an orchestrator now (it continues from its checkpoint)."""
+    async with connect(settings) as api:
+        answer = await api.client.request("POST", f"/builds/{args.build}/resume")
+    console.print(f"build {answer['sessionId']} {answer['status']}: resuming")
+    return 0
+
+
+async def cmd_cancel(settings: Settings, args: argparse.Namespace) -> int:
+    """Cancel a live build."""
+    async with connect(settings) as api:
+        answer = await api.client.request("POST", f"/builds/{args.build}/cancel")
+    console.print(f"build {answer['sessionId']} {answer['status']}")
+    return 0
+
+
+async def cmd_approve(settings: Settings, args: argparse.Namespace) -> int:
+    """Decide an escalated build: approve (default), reject or retry."""
+    decision = "reject" if args.reject else "retry" if args.retry else "approve"
+    body: dict[str, Any] = {"decision": decision}
+    if args.note:
+        body["note"] = args.note
+    async with connect(settings) as api:
+        answer = await api.client.request("POST", f"/approvals/{args.token}", json_body=body)
+    console.print(f"{answer['status']}: build {answer['sessionId']} resumes with it")
+    return 0
+
+
 COMMANDS = {
     "up": cmd_up, "spawn": cmd_spawn, "logs": cmd_logs, "projects": cmd_projects,
-    "migrate": cmd_migrate,
+    "migrate": cmd_migrate, "build": cmd_build, "resume": cmd_resume, "cancel": cmd_cancel,
+    "approve": cmd_approve,
 }  # fmt: skip
 
 
@@ -275,6 +398,24 @@ def parser() -> argparse.ArgumentParser:
     projects.add_argument("--limit", type=int, default=50)
     projects.add_argument("--json", action="store_true")
     sub.add_parser("migrate", help="apply the database migrations")
+    build = sub.add_parser("build", help="build an app from a vibe (seed 004) and watch it live")
+    build.add_argument("vibe", help="the idea, in your words")
+    build.add_argument("--template", choices=("marketplace", "saas"), default="saas")
+    build.add_argument("--provider", choices=("offline", "openai", "anthropic", "xai"),
+                       default=None, help="the model provider for this build")  # fmt: skip
+    build.add_argument("--model", default=None, help="the model name for this build")
+    build.add_argument("--no-preview", action="store_true", help="no live preview")
+    build.add_argument("--json", action="store_true", help="print GET /sessions/{id} as JSON")
+    resume = sub.add_parser("resume", help="resume a build from its last checkpoint now")
+    resume.add_argument("build")
+    cancel = sub.add_parser("cancel", help="cancel a live build")
+    cancel.add_argument("build")
+    approve = sub.add_parser("approve", help="decide an escalated build (default: approve)")
+    approve.add_argument("token")
+    what = approve.add_mutually_exclusive_group()
+    what.add_argument("--reject", action="store_true", help="fail the build")
+    what.add_argument("--retry", action="store_true", help="send it back to codegen")
+    approve.add_argument("--note", default=None, help="why")
     try:
         from previews.cli import register
     except ImportError:

@@ -195,6 +195,11 @@ class LocalForge:
                     env=index_env,
                 )
                 tree = (await self._git(git_dir, "write-tree", env=index_env)).decode().strip()
+                if head is not None:
+                    head_tree = await self._git(git_dir, "rev-parse", f"{head}^{{tree}}")
+                    if head_tree.decode().strip() == tree:
+                        # Commit by tree: the same files again (a resumed build) add nothing.
+                        return head
                 parents = ["-p", head] if head else []
                 commit_out = await self._git(
                     git_dir,

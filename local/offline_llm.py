@@ -1,209 +1,127 @@
-"""The offline plan provider: deterministic templates that still produce a working app.
+"""The offline model provider: deterministic templates that still produce a working app.
 
-Same idea in, same plan out — so local runs and tests are reproducible with no model and no
-network. The app is a small single-page tool named after the idea: add, search, complete and
-remove entries, kept in the browser's storage. No build step: `index.html` opens as is.
+Same request in, same answer out — local runs and tests are reproducible with no model and no
+network. It answers from `request.context`, never from the chat messages:
+
+- `purpose="plan"`: context `idea` ({title, description, category}) and `template`
+  ("marketplace", "saas" or None) → a `Plan` as JSON. Features come from a library
+  (`local.offline_app.library`), chosen by keywords of the idea and by the template.
+- `purpose="code"`: context `plan` (a Plan as JSON data) and `idea` → the app's files in the
+  file stream format (`agents.filestream`). Every planned feature is a section marked
+  `data-feature="<key>"` whose script implements it. A planned key the library does not know
+  (a plan from another provider) becomes a generic notes section under that key, so the app
+  still works and the verifier still finds the feature. The verifier's `feedback` is read
+  but changes nothing: the output is deterministic and already passes the checks, so a repair
+  simply regenerates it.
+
+The idea's text is data: it reaches the files only HTML-escaped in the page, or inside the
+page's JSON block (see `local.offline_app.render`). The answer streams to `on_text` in chunks
+of 200-400 characters, `delay` seconds apart; usage is estimated at four characters a token.
 """
 
 from __future__ import annotations
 
-import html
-import json
-import re
+import asyncio
+from collections.abc import Mapping
+from typing import Any
 
-from schemas.api import SpawnConfig
-from schemas.plan import Column, Feature, Plan, PlannedFile, Table
-
-_STOP = frozenset(
-    [
-        "a",
-        "an",
-        "the",
-        "and",
-        "or",
-        "for",
-        "with",
-        "to",
-        "of",
-        "in",
-        "on",
-        "app",
-        "apps",
-        "my",
-        "your",
-        "our",
-        "that",
-        "this",
-        "is",
-        "it",
-        "by",
-        "from",
-        "ai",
-        "based",
-        "using",
-        "use",
-        "new",
-        "simple",
-        "smart",
-    ]
+from agents.filestream import format_files
+from agents.providers import (
+    Completion,
+    ModelError,
+    ModelRequest,
+    OnReset,
+    OnText,
+    Usage,
 )
-_EXTRAS = {
-    "food": Feature(feature="Tag entries by ingredient", priority="medium"),
-    "recipe": Feature(feature="Tag entries by ingredient", priority="medium"),
-    "fitness": Feature(feature="Track a weekly goal", priority="medium"),
-    "finance": Feature(feature="Show a running total", priority="medium"),
-    "task": Feature(feature="Order entries by due date", priority="medium"),
-    "travel": Feature(feature="Group entries by destination", priority="medium"),
-}
+from local.offline_app import Idea, app_files, make_plan
+from schemas.plan import Plan
+
+CHUNK_MIN = 200
+CHUNK_MAX = 400
 
 
-def _noun(idea: SpawnConfig) -> str:
-    words = re.findall(r"[a-zA-Z]+", idea.title.lower())
-    useful = [w for w in words if w not in _STOP]
-    return (useful[0] if useful else "item")[:30]
+def chunks(text: str, low: int = CHUNK_MIN, high: int = CHUNK_MAX) -> list[str]:
+    """`text` in pieces of `low` to `high` characters, cut at line ends where possible."""
+    out: list[str] = []
+    current = ""
+    for line in text.splitlines(keepends=True):
+        current += line
+        while len(current) >= high:
+            out.append(current[:high])
+            current = current[high:]
+        if len(current) >= low:
+            out.append(current)
+            current = ""
+    if current:
+        out.append(current)
+    return out
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:40] or "items"
+def tokens(chars: int) -> int:
+    """A token estimate: four characters a token, rounded up."""
+    return (chars + 3) // 4
+
+
+def _idea(context: Mapping[str, Any], *, required: bool) -> Idea:
+    idea = Idea.from_context(context.get("idea"))
+    if idea is not None:
+        return idea
+    if required:
+        raise ModelError(
+            "the offline provider plans from context.idea: {title, description, category}",
+            field="idea",
+        )
+    return Idea(title="My app")
+
+
+def answer(request: ModelRequest) -> str:
+    """The offline answer to `request` (a Plan as JSON, or files in the stream format)."""
+    context = request.context
+    if request.purpose == "plan":
+        template = context.get("template")
+        plan = make_plan(
+            _idea(context, required=True), template if isinstance(template, str) else None
+        )
+        text = plan.model_dump_json(indent=2)
+        Plan.model_validate_json(text)
+        return text + "\n"
+    try:
+        plan = Plan.model_validate(context.get("plan"))
+    except ValueError as err:
+        raise ModelError(f"the offline provider writes code from context.plan: {err}") from None
+    return format_files(app_files(plan, _idea(context, required=False)))
 
 
 class OfflineProvider:
-    """Plans from templates; see the module docstring."""
+    """A `ModelProvider` without a model; see the module docstring."""
 
     name = "offline"
+    model = "offline-templates-2"
 
-    async def plan(self, idea: SpawnConfig) -> Plan:
-        """The plan and files for `idea`."""
-        noun = _noun(idea)
-        features = [
-            Feature(feature=f"Add a {noun} with a title and notes", priority="high"),
-            Feature(feature=f"List and search {noun}s", priority="high"),
-            Feature(feature=f"Mark a {noun} done, or remove it", priority="medium"),
-            Feature(
-                feature="Keep data in the browser between visits",
-                priority="medium",
-                notes="localStorage; a Supabase table is planned for sync",
-            ),
-        ]
-        text = f"{idea.title} {idea.description or ''} {idea.category or ''}".lower()
-        for key, extra in _EXTRAS.items():
-            if key in text and extra not in features:
-                features.append(extra)
-        table = Table(
-            name=_slug(noun) + "s",
-            columns=[
-                Column(name="id", type="uuid"),
-                Column(name="user_id", type="uuid"),
-                Column(name="title", type="text"),
-                Column(name="notes", type="text"),
-                Column(name="done", type="boolean"),
-                Column(name="created_at", type="timestamptz"),
-            ],
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay = delay
+        """Seconds between streamed chunks (to watch a build, or to test a crash mid-stream)."""
+
+    async def complete(
+        self,
+        request: ModelRequest,
+        *,
+        on_text: OnText | None = None,
+        on_reset: OnReset | None = None,
+    ) -> Completion:
+        """The answer to `request`, streamed to `on_text` in chunks; it never needs a retry."""
+        text = answer(request)
+        for index, chunk in enumerate(chunks(text)):
+            if index and self.delay > 0:
+                await asyncio.sleep(self.delay)
+            if on_text is not None:
+                await on_text(chunk)
+        usage = Usage(
+            input_tokens=tokens(sum(len(m.content) for m in request.messages)),
+            output_tokens=tokens(len(text)),
         )
-        summary = (
-            f"{idea.title}: a single-page app to keep track of {noun}s"
-            + (f" — {idea.description.strip()}" if idea.description else "")
-        )[:5000]
-        return Plan(
-            summary=summary,
-            features=features,
-            files=_files(idea, noun, features),
-            tables=[table],
-        )
+        return Completion(text=text, usage=usage, provider=self.name, model=self.model)
 
-
-def _files(idea: SpawnConfig, noun: str, features: list[Feature]) -> list[PlannedFile]:
-    title = html.escape(idea.title)
-    description = html.escape(idea.description or f"Keep track of your {noun}s.")
-    storage_key = "myyc:" + _slug(idea.title)
-    index = f"""<!doctype html>
-<html lang="en">
-<head>
-  <meta charset="utf-8">
-  <meta name="viewport" content="width=device-width, initial-scale=1">
-  <title>{title}</title>
-  <link rel="stylesheet" href="styles.css">
-</head>
-<body>
-  <main>
-    <h1>{title}</h1>
-    <p class="lead">{description}</p>
-    <form id="add">
-      <input id="title" placeholder="New {html.escape(noun)}" required maxlength="200">
-      <input id="notes" placeholder="Notes" maxlength="1000">
-      <button type="submit">Add</button>
-    </form>
-    <input id="search" type="search" placeholder="Search {html.escape(noun)}s">
-    <ul id="list"></ul>
-    <p id="empty">No {html.escape(noun)}s yet.</p>
-  </main>
-  <script src="app.js"></script>
-</body>
-</html>
-"""
-    app = f"""// {idea.title}: add, search, complete and remove {noun}s; kept in localStorage.
-const KEY = {json.dumps(storage_key)};
-const load = () => JSON.parse(localStorage.getItem(KEY) || "[]");
-const save = (items) => localStorage.setItem(KEY, JSON.stringify(items));
-
-function render() {{
-  const query = document.getElementById("search").value.toLowerCase();
-  const items = load().filter((i) => (i.title + " " + i.notes).toLowerCase().includes(query));
-  const list = document.getElementById("list");
-  list.replaceChildren(...items.map((item) => {{
-    const li = document.createElement("li");
-    li.className = item.done ? "done" : "";
-    const label = document.createElement("span");
-    label.textContent = item.notes ? `${{item.title}} — ${{item.notes}}` : item.title;
-    label.onclick = () => {{ save(load().map((i) => i.id === item.id ? {{...i, done: !i.done}} : i)); render(); }};
-    const remove = document.createElement("button");
-    remove.textContent = "×";
-    remove.onclick = () => {{ save(load().filter((i) => i.id !== item.id)); render(); }};
-    li.append(label, remove);
-    return li;
-  }}));
-  document.getElementById("empty").hidden = items.length > 0;
-}}
-
-document.getElementById("add").onsubmit = (event) => {{
-  event.preventDefault();
-  const title = document.getElementById("title");
-  const notes = document.getElementById("notes");
-  save([...load(), {{id: crypto.randomUUID(), title: title.value, notes: notes.value, done: false,
-                     created_at: new Date().toISOString()}}]);
-  title.value = ""; notes.value = "";
-  render();
-}};
-document.getElementById("search").oninput = render;
-render();
-"""
-    styles = """body { font-family: system-ui, sans-serif; margin: 0; background: #f6f7f9; }
-main { max-width: 40rem; margin: 3rem auto; padding: 0 1rem; }
-h1 { margin-bottom: .25rem; }
-.lead { color: #555; }
-form { display: flex; gap: .5rem; margin: 1rem 0; }
-input { flex: 1; padding: .5rem; border: 1px solid #ccc; border-radius: .375rem; }
-button { padding: .5rem .75rem; border: 0; border-radius: .375rem; background: #4f46e5; color: #fff; }
-ul { list-style: none; padding: 0; }
-li { display: flex; justify-content: space-between; padding: .5rem; background: #fff;
-     margin: .25rem 0; border-radius: .375rem; cursor: pointer; }
-li.done span { text-decoration: line-through; color: #999; }
-"""
-    readme = "\n".join(
-        [f"# {idea.title}", "", idea.description or "", "", "## Plan", ""]
-        + [f"- [{f.priority}] {f.feature}" for f in features]
-        + ["", "Open `index.html` in a browser; no build step.", "", "Generated by myyc."]
-    )
-    package = {
-        "name": _slug(idea.title).replace("_", "-") or "app",
-        "private": True,
-        "version": "0.1.0",
-        "scripts": {"start": "npx --yes serve ."},
-    }
-    return [
-        PlannedFile(path="index.html", content=index),
-        PlannedFile(path="app.js", content=app),
-        PlannedFile(path="styles.css", content=styles),
-        PlannedFile(path="README.md", content=readme + "\n"),
-        PlannedFile(path="package.json", content=json.dumps(package, indent=2) + "\n"),
-    ]
+    async def close(self) -> None:
+        """Nothing to release."""

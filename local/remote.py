@@ -182,6 +182,30 @@ class RemoteClient:
             return Spawned(str(payload["project_id"]), _opt_str(payload.get("build_id")))
         raise RemoteError(f"could not spawn at {self._base}: {last}") from last
 
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Any:
+        """One signed call; its JSON answer, or RemoteError with the API's message."""
+        url = httpx.URL(self._base + path)
+        body = b"" if json_body is None else json.dumps(json_body).encode()
+        sent = {**(headers or {}), **self.signed_headers(method, url, body)}
+        if json_body is not None:
+            sent["content-type"] = "application/json"
+        try:
+            response = await self._http.request(method, url, content=body or None,
+                                                params=params, headers=sent)  # fmt: skip
+        except httpx.TransportError as err:
+            raise RemoteError(f"could not reach {self._base}: {err}") from err
+        if response.status_code >= 400:
+            raise _error_from(response)
+        return response.json() if response.content else None
+
     async def stream(
         self, project_id: str, *, last_event_id: str | None = None
     ) -> AsyncGenerator[StreamEvent, None]:

@@ -283,7 +283,7 @@ async def run_scheduled_cleanup() -> dict[str, Any]:
 
     Takes no arguments so `@app.function(schedule=modal.Cron(...))` can call it.
     """
-    from api.services import Services
+    from core.services import Services
     from previews.wiring import open_previews
     from schemas.settings import get_settings
 

@@ -35,7 +35,7 @@ from schemas.errors import MyycError
 from schemas.settings import get_settings
 
 if TYPE_CHECKING:
-    from api.services import Services
+    from core.services import Services
 
 _console = Console(highlight=False)
 _errors = Console(stderr=True, highlight=False)
@@ -146,7 +146,7 @@ def _uuid(raw: str, name: str) -> UUID | None:
 
 
 async def _with_services(body: Callable[[Services], Awaitable[int]]) -> int:
-    from api.services import Services
+    from core.services import Services
 
     services = await Services.open(get_settings())
     try:

@@ -5,7 +5,7 @@ Kept apart from `sessions` so the logic there never imports a concrete driver.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from previews.fly_driver import FlyMachinesDriver
 from previews.local_driver import LocalMachines
@@ -13,11 +13,23 @@ from previews.ports import MachinesDriver
 from previews.sessions import PreviewSessions
 from schemas.errors import ValidationFailed
 from schemas.settings import Settings
+from store.log_writer import LogWriter
+from store.ports import Store
 from store.postgres import PostgresStore
 from store.preview_store import PostgresPreviewStore
 
-if TYPE_CHECKING:
-    from api.services import Services
+
+class Services(Protocol):
+    """What previews need of a process's services (core.services.Services has it)."""
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def writer(self) -> LogWriter: ...
 
 
 def make_driver(settings: Settings) -> MachinesDriver:

@@ -24,6 +24,22 @@ class ErrorCode(StrEnum):
     agent_failed = "agent_failed"
     timeout = "timeout"
     internal = "internal"
+    model_error = "model_error"
+    """The model provider refused the request (bad request, auth, unknown model)."""
+    model_unavailable = "model_unavailable"
+    """The model provider kept failing (429, 5xx, 529, dropped streams) past the retries."""
+    model_output_invalid = "model_output_invalid"
+    """The model's answer stayed invalid after it was sent back with the errors."""
+    verification_failed = "verification_failed"
+    """The generated app failed verification and a person rejected it."""
+    approval_expired = "approval_expired"
+    """An escalation waited past its deadline for a decision."""
+    run_stalled = "run_stalled"
+    """An agent run stopped sending heartbeats past its deadline."""
+    build_stalled = "build_stalled"
+    """A build kept crashing: reclaimed more often than allowed."""
+    canceled = "canceled"
+    """Someone canceled the build."""
 
 
 class ErrorDetail(BaseModel):

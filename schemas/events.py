@@ -39,6 +39,20 @@ class EventType(StrEnum):
     drift_detected = "drift_detected"
     file_update = "file:update"
     preview = "preview"
+    presence = "presence"
+    """Seed 004's architect presence (step, focus, progress); sent as `event: presence`."""
+    build_resumed = "build_resumed"
+    """A build was picked up from its last checkpoint after its owner died."""
+    approval_requested = "approval_requested"
+    """A build waits for a person's decision (token, URL, deadline)."""
+    approval_decided = "approval_decided"
+    """A person decided (approve, reject, retry), or the approval expired."""
+    verification = "verification"
+    """A verification attempt's result and evidence."""
+    model_usage = "model_usage"
+    """A model call's tokens and cost."""
+    alert = "alert"
+    """Something needs attention: a stalled run, a crash-looping build."""
 
 
 LEVELS = frozenset(LogLevel)

@@ -88,8 +88,95 @@ class BuildSession(_Row):
     """What the build produced."""
     error: str | None = None
     """Why it failed."""
+    error_code: str | None = None
+    """The ErrorCode of `error`."""
+    lease_owner: str | None = None
+    """The orchestrator process that owns the build now (None: nobody)."""
+    lease_expires_at: datetime | None = None
+    """The owner renews this; past it, anyone may resume the build from its checkpoint."""
+    resume_count: int = 0
+    """How often the build was taken over after its owner died."""
+    presence: dict[str, Any] | None = None
+    """The architect's latest presence (seed 004 §4.1): step, focus, progress 0..1."""
+    finished_at: datetime | None = None
+    """When it ended."""
     created_at: datetime
     """When it was queued."""
+    updated_at: datetime | None = None
+    """When it last changed."""
+
+
+class Approval(_Row):
+    """A person's decision an escalated build waits for."""
+
+    token: str
+    """The approval's secret token (in its URL)."""
+    session_id: UUID
+    """The build waiting on it."""
+    project_id: UUID
+    """The project."""
+    run_id: UUID | None = None
+    """The escalated agent run."""
+    user_id: UUID | None = None
+    """The project's owner (who may decide)."""
+    attempt: int
+    """Which escalation of the build this is (1, 2, …)."""
+    status: str
+    """pending, approve, reject, retry or expired."""
+    reason: str
+    """Why the build was escalated."""
+    evidence: dict[str, Any] = Field(default_factory=dict)
+    """The failed verification's evidence."""
+    note: str | None = None
+    """The decider's note."""
+    expires_at: datetime
+    """When a pending approval expires (and the build fails)."""
+    decided_at: datetime | None = None
+    """When it was decided."""
+    created_at: datetime
+    """When the build was escalated."""
+
+
+class ModelUsage(_Row):
+    """One model call's tokens and cost (the cost ledger)."""
+
+    project_id: UUID
+    """The project."""
+    session_id: UUID | None = None
+    """The build."""
+    run_id: UUID | None = None
+    """The agent run that made the call."""
+    agent_name: str
+    """The agent."""
+    provider: str
+    """offline, openai, anthropic or xai."""
+    model: str
+    """The model."""
+    prompt_name: str | None = None
+    """The prompt used (a `prompts` name)."""
+    prompt_version: int | None = None
+    """Its version."""
+    input_tokens: int = 0
+    """Tokens sent."""
+    output_tokens: int = 0
+    """Tokens received."""
+    cost_usd: float | None = None
+    """List-price cost in USD; None for an unpriced model."""
+    attempts: int = 1
+    """Calls it took (retries included)."""
+
+
+class Prompt(_Row):
+    """A system prompt version (seed 002): one active per name."""
+
+    name: str
+    """The prompt's name (planner, codegen, …)."""
+    version: int
+    """Its version."""
+    role: str = "system"
+    """The chat role it is sent as."""
+    content: str
+    """The text."""
 
 
 class AgentRun(_Row):

@@ -119,10 +119,71 @@ class Settings(BaseSettings):
     preview_boot_timeout_seconds: float = Field(default=90.0, gt=0.0)
     """How long a new preview may take to answer its health probe before it is an error."""
 
+    myyc_llm_provider: Literal["offline", "openai", "anthropic", "xai"] = "offline"
+    """The model provider for planning and codegen; an admin setting in the database wins."""
+
+    myyc_llm_model: str | None = None
+    """The model name; None picks the provider's default."""
+
+    openai_api_key: SecretStr | None = None
+    """OpenAI's API key (the SDK's own variable)."""
+
+    openai_base_url: str | None = None
+    """OpenAI's API base (a proxy, or a fake in tests)."""
+
+    anthropic_api_key: SecretStr | None = None
+    """Anthropic's API key (the SDK's own variable)."""
+
+    anthropic_base_url: str | None = None
+    """Anthropic's API base (a proxy, or a fake in tests)."""
+
+    xai_api_key: SecretStr | None = None
+    """xAI's API key; xAI is reached through the OpenAI SDK at `xai_base_url`."""
+
+    xai_base_url: str = "https://api.x.ai/v1"
+    """xAI's OpenAI-compatible API base."""
+
+    llm_timeout_seconds: float = Field(default=120.0, gt=0.0, le=3600.0)
+    """Every model call gives up after this long (connect, and each read of the stream)."""
+
+    llm_max_attempts: int = Field(default=4, ge=1, le=10)
+    """Attempts per model call: 429, 5xx, 529 and dropped streams are retried within this."""
+
+    llm_max_output_tokens: int = Field(default=16_000, ge=256, le=200_000)
+    """The most tokens one model answer may use."""
+
+    offline_chunk_delay_ms: float = Field(default=0.0, ge=0.0, le=10_000.0)
+    """A pause between the offline provider's streamed chunks (to watch, or to test a crash)."""
+
+    myyc_public_url: str | None = None
+    """Where people reach this API (approval links); default: http://MYYC_HOST:MYYC_PORT."""
+
+    myyc_build_previews: bool = True
+    """Builds start a live preview of the app (turn off for headless runs and tests)."""
+
+    build_lease_seconds: float = Field(default=30.0, ge=1.0, le=3600.0)
+    """A build's owner renews its lease this often (x 1/3); an expired lease is reclaimed."""
+
+    run_deadline_seconds: float = Field(default=900.0, ge=5.0)
+    """A live agent run whose heartbeat is older than this is failed as stalled."""
+
+    max_build_resumes: int = Field(default=5, ge=1, le=100)
+    """A build reclaimed more often than this (a crash loop) is failed instead."""
+
+    verify_max_attempts: int = Field(default=3, ge=1, le=10)
+    """Verification attempts before a build is escalated to a person."""
+
+    approval_timeout_minutes: float = Field(default=24 * 60.0, gt=0.0)
+    """How long an escalation waits for a decision before the build fails."""
+
+    codegen_repair_attempts: int = Field(default=2, ge=0, le=10)
+    """Times invalid model output goes back to the model with the error."""
+
     @model_validator(mode="after")
     def _refuse_placeholders(self) -> Settings:
         secrets = ("supabase_service_role_key", "supabase_jwt_secret", "myyc_hmac_secret",
-                   "github_token")  # fmt: skip
+                   "github_token", "openai_api_key", "anthropic_api_key",
+                   "xai_api_key")  # fmt: skip
         for name in secrets:
             value = getattr(self, name)
             if value is not None and value.get_secret_value().strip().lower() in _PLACEHOLDERS:

@@ -13,7 +13,18 @@ from uuid import UUID
 
 from schemas.events import Cursor, Event
 from schemas.plan import Feature
-from schemas.rows import Activity, AgentRun, BuildSession, NewProject, NewRun, PlanItem, Project
+from schemas.rows import (
+    Activity,
+    AgentRun,
+    Approval,
+    BuildSession,
+    ModelUsage,
+    NewProject,
+    NewRun,
+    PlanItem,
+    Project,
+    Prompt,
+)
 from schemas.status import LogLevel, RunStatus
 
 #: Columns a caller may set through the stores (both adapters enforce the same sets).
@@ -28,8 +39,9 @@ PROJECT_COLUMNS = frozenset(
     {"status", "progress", "github_url", "deployment_url", "preview_url", "error", "error_code"}
 )
 SESSION_COLUMNS = frozenset(
-    {"status", "plan", "environment", "outputs", "error", "error_code", "template"}
-)
+    {"status", "plan", "environment", "outputs", "error", "error_code", "template", "presence",
+     "finished_at"}
+)  # fmt: skip
 
 
 def reference_field(detail: str) -> str | None:
@@ -194,7 +206,97 @@ class BuildStore(Protocol):
         ...
 
 
-class Store(ProjectStore, RunStore, EventStore, BuildStore, Protocol):
+class PipelineStore(Protocol):
+    """What the build pipeline needs beyond rows: leases, approvals, the ledger, settings."""
+
+    async def spawn_build(
+        self,
+        new: NewProject,
+        agents: Sequence[str],
+        *,
+        template: str | None,
+        vibe_text: str | None,
+        options: Mapping[str, Any],
+    ) -> Spawned:
+        """`spawn_project` with seed 004's template, vibe text and options on the session."""
+        ...
+
+    async def claim_build(self, build_id: UUID, owner: str, ttl: float) -> BuildSession | None:
+        """Take or keep the build's lease; None when it is over or another owner is live."""
+        ...
+
+    async def renew_build_lease(
+        self, build_id: UUID, owner: str, ttl: float
+    ) -> BuildSession | None:
+        """Extend the lease `owner` holds; None when it was lost."""
+        ...
+
+    async def release_build_lease(self, build_id: UUID, owner: str) -> None:
+        """Give the lease up (the build waits on a person, or ended)."""
+        ...
+
+    async def reclaimable_builds(self, grace: float, limit: int = 50) -> list[BuildSession]:
+        """Live builds whose lease expired (or that nobody claimed within `grace` seconds)."""
+        ...
+
+    async def stalled_runs(self, deadline: float, limit: int = 50) -> list[AgentRun]:
+        """Live runs silent for `deadline` seconds while their build's owner is alive."""
+        ...
+
+    async def create_approval(self, approval: Mapping[str, Any]) -> Approval:
+        """Insert an approval; the one already made for (session, attempt) is returned as is."""
+        ...
+
+    async def get_approval(self, token: str) -> Approval:
+        """The approval; NotFound if unknown."""
+        ...
+
+    async def pending_approval(self, build_id: UUID) -> Approval | None:
+        """The build's latest approval, if one exists (any status)."""
+        ...
+
+    async def decide_approval(self, token: str, decision: str, note: str | None) -> Approval | None:
+        """Record the decision on a pending approval; None when it was not pending."""
+        ...
+
+    async def expire_approvals(self, limit: int = 50) -> list[Approval]:
+        """Mark pending approvals past their deadline expired, and return them."""
+        ...
+
+    async def record_usage(self, usage: ModelUsage) -> None:
+        """Append a model call to the cost ledger."""
+        ...
+
+    async def list_usage(self, project_id: UUID) -> list[ModelUsage]:
+        """The project's ledger, oldest first."""
+        ...
+
+    async def get_setting(self, key: str) -> Any | None:
+        """An admin setting's JSON value; None when unset."""
+        ...
+
+    async def put_setting(self, key: str, value: Any) -> None:
+        """Set an admin setting."""
+        ...
+
+    async def active_prompt(self, name: str) -> Prompt | None:
+        """The active version of prompt `name`, if any."""
+        ...
+
+    async def get_files(self, project_id: UUID) -> dict[str, str]:
+        """The project's files, path → content."""
+        ...
+
+    async def file_versions(self, project_id: UUID) -> dict[str, int]:
+        """Each file's version (it moves only when the content changes)."""
+        ...
+
+    async def put_spec_chunks(self, build_id: UUID, chunks: Sequence[str]) -> None:
+        """Store the vibe's sections (`spec_chunks`); a chunk already stored is kept."""
+        ...
+
+
+class Store(ProjectStore, RunStore, EventStore, BuildStore, PipelineStore, Protocol):
     """Everything the control plane persists."""
 
     async def close(self) -> None:

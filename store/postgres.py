@@ -24,7 +24,18 @@ from psycopg_pool import AsyncConnectionPool
 from schemas.errors import Conflict, MyycError, NotFound, StoreUnavailable, ValidationFailed
 from schemas.events import Cursor, Event
 from schemas.plan import Feature
-from schemas.rows import Activity, AgentRun, BuildSession, NewProject, NewRun, PlanItem, Project
+from schemas.rows import (
+    Activity,
+    AgentRun,
+    Approval,
+    BuildSession,
+    ModelUsage,
+    NewProject,
+    NewRun,
+    PlanItem,
+    Project,
+    Prompt,
+)
 from schemas.status import LIVE_RUN_STATUSES, LogLevel, RunStatus
 from store.ports import (
     PROJECT_COLUMNS,
@@ -48,8 +59,9 @@ _COPY_STAGE = sql.SQL("copy _events_stage ({}) from stdin").format(
 )
 
 _JSON_COLUMNS = frozenset(
-    {"result", "metadata", "verification_evidence", "plan", "environment", "outputs"}
-)
+    {"result", "metadata", "verification_evidence", "plan", "environment", "outputs", "presence",
+     "evidence"}
+)  # fmt: skip
 
 
 def translate(err: Exception) -> MyycError:
@@ -399,6 +411,164 @@ class PostgresStore:
             (project_id, cursor_json, agent, level, limit),
         )
         return [Event.model_validate(r) for r in rows]
+
+    # the pipeline --------------------------------------------------------------------------
+
+    async def spawn_build(
+        self,
+        new: NewProject,
+        agents: Sequence[str],
+        *,
+        template: str | None,
+        vibe_text: str | None,
+        options: Mapping[str, Any],
+    ) -> Spawned:
+        """`spawn_project` plus seed 004's template, vibe text and options (SQL spawn_build)."""
+        rows = await self._rows(
+            "select spawn_build(%s, %s, %s, %s, %s, %s, %s, %s, %s) as r",
+            (new.title, new.description, new.category, new.user_id, new.idempotency_key,
+             list(agents), template, vibe_text, Jsonb(dict(options))),
+        )  # fmt: skip
+        r = rows[0]["r"]
+        return Spawned(UUID(r["project_id"]), UUID(r["build_id"]), bool(r["created"]))
+
+    async def _sessions(self, query: str, params: Sequence[Any]) -> list[BuildSession]:
+        return [BuildSession.model_validate(r) for r in await self._rows(query, params)]
+
+    async def claim_build(self, build_id: UUID, owner: str, ttl: float) -> BuildSession | None:
+        """Take or keep the lease (SQL claim_build)."""
+        found = await self._sessions(
+            "select * from claim_build(%s, %s, %s)", (build_id, owner, ttl)
+        )
+        return found[0] if found else None
+
+    async def renew_build_lease(
+        self, build_id: UUID, owner: str, ttl: float
+    ) -> BuildSession | None:
+        """Extend the lease `owner` holds (SQL renew_build_lease)."""
+        found = await self._sessions(
+            "select * from renew_build_lease(%s, %s, %s)", (build_id, owner, ttl)
+        )
+        return found[0] if found else None
+
+    async def release_build_lease(self, build_id: UUID, owner: str) -> None:
+        """Give the lease up."""
+        await self._rows("select release_build_lease(%s, %s)", (build_id, owner))
+
+    async def reclaimable_builds(self, grace: float, limit: int = 50) -> list[BuildSession]:
+        """Live builds nobody owns (SQL reclaimable_builds)."""
+        return await self._sessions("select * from reclaimable_builds(%s, %s)", (grace, limit))
+
+    async def stalled_runs(self, deadline: float, limit: int = 50) -> list[AgentRun]:
+        """Silent live runs of owned builds (SQL stalled_runs)."""
+        rows = await self._rows("select * from stalled_runs(%s, %s)", (deadline, limit))
+        return [AgentRun.model_validate(r) for r in rows]
+
+    async def create_approval(self, approval: Mapping[str, Any]) -> Approval:
+        """Insert an approval, or return the one already made for (session, attempt)."""
+        a = dict(approval)
+        rows = await self._rows(
+            "with new as (insert into approvals (token, session_id, project_id, run_id, user_id,"
+            " attempt, reason, evidence, expires_at) values (%(token)s, %(session_id)s,"
+            " %(project_id)s, %(run_id)s, %(user_id)s, %(attempt)s, %(reason)s, %(evidence)s,"
+            " %(expires_at)s) on conflict (session_id, attempt) do nothing returning *)"
+            " select * from new union all select * from approvals"
+            " where session_id = %(session_id)s and attempt = %(attempt)s"
+            " and not exists (select 1 from new)",
+            {**a, "evidence": Jsonb(a.get("evidence") or {})},
+        )
+        return Approval.model_validate(rows[0])
+
+    async def get_approval(self, token: str) -> Approval:
+        """The approval; NotFound if unknown."""
+        rows = await self._rows("select * from approvals where token = %s", (token,))
+        if not rows:
+            raise NotFound("approval not found", field="token")
+        return Approval.model_validate(rows[0])
+
+    async def pending_approval(self, build_id: UUID) -> Approval | None:
+        """The build's latest approval."""
+        rows = await self._rows(
+            "select * from approvals where session_id = %s order by attempt desc limit 1",
+            (build_id,),
+        )
+        return Approval.model_validate(rows[0]) if rows else None
+
+    async def decide_approval(self, token: str, decision: str, note: str | None) -> Approval | None:
+        """Record a decision on a pending approval (SQL decide_approval)."""
+        rows = await self._rows(
+            "select * from decide_approval(%s, %s, %s)", (token, decision, note)
+        )
+        return Approval.model_validate(rows[0]) if rows else None
+
+    async def expire_approvals(self, limit: int = 50) -> list[Approval]:
+        """Expire overdue approvals (SQL expire_approvals)."""
+        rows = await self._rows("select * from expire_approvals(%s)", (limit,))
+        return [Approval.model_validate(r) for r in rows]
+
+    async def record_usage(self, usage: ModelUsage) -> None:
+        """Append to the cost ledger."""
+        u = usage.model_dump()
+        await self._rows(
+            "insert into model_usage (project_id, session_id, run_id, agent_name, provider, model,"
+            " prompt_name, prompt_version, input_tokens, output_tokens, cost_usd, attempts)"
+            " values (%(project_id)s, %(session_id)s, %(run_id)s, %(agent_name)s, %(provider)s,"
+            " %(model)s, %(prompt_name)s, %(prompt_version)s, %(input_tokens)s,"
+            " %(output_tokens)s, %(cost_usd)s, %(attempts)s)",
+            u,
+        )
+
+    async def list_usage(self, project_id: UUID) -> list[ModelUsage]:
+        """The project's ledger, oldest first."""
+        rows = await self._rows(
+            "select * from model_usage where project_id = %s order by created_at, id",
+            (project_id,),
+        )
+        return [ModelUsage.model_validate(r) for r in rows]
+
+    async def get_setting(self, key: str) -> Any | None:
+        """An admin setting's value."""
+        rows = await self._rows("select value from admin_settings where key = %s", (key,))
+        return rows[0]["value"] if rows else None
+
+    async def put_setting(self, key: str, value: Any) -> None:
+        """Set an admin setting."""
+        await self._rows(
+            "insert into admin_settings (key, value) values (%s, %s)"
+            " on conflict (key) do update set value = excluded.value",
+            (key, Jsonb(value)),
+        )
+
+    async def active_prompt(self, name: str) -> Prompt | None:
+        """The active version of a prompt."""
+        rows = await self._rows("select * from prompts where name = %s and is_active", (name,))
+        return Prompt.model_validate(rows[0]) if rows else None
+
+    async def get_files(self, project_id: UUID) -> dict[str, str]:
+        """The project's files."""
+        rows = await self._rows(
+            "select path, content from project_files where project_id = %s order by path",
+            (project_id,),
+        )
+        return {r["path"]: r["content"] for r in rows}
+
+    async def file_versions(self, project_id: UUID) -> dict[str, int]:
+        """Each file's version."""
+        rows = await self._rows(
+            "select path, version from project_files where project_id = %s", (project_id,)
+        )
+        return {r["path"]: r["version"] for r in rows}
+
+    async def put_spec_chunks(self, build_id: UUID, chunks: Sequence[str]) -> None:
+        """Store the vibe's sections, idempotently by (session, index)."""
+        if not chunks:
+            return
+        await self._rows(
+            "insert into spec_chunks (session_id, chunk_index, content)"
+            " select %(s)s, i - 1, c from unnest(%(c)s::text[]) with ordinality as t(c, i)"
+            " on conflict (session_id, chunk_index) do nothing",
+            {"s": build_id, "c": list(chunks)},
+        )
 
 
 # COPY text format: backslash, tab, newline and carriage return are escaped; NUL cannot be

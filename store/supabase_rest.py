@@ -56,7 +56,18 @@ from schemas.errors import (
 )
 from schemas.events import Cursor, Event
 from schemas.plan import Feature
-from schemas.rows import Activity, AgentRun, BuildSession, NewProject, NewRun, PlanItem, Project
+from schemas.rows import (
+    Activity,
+    AgentRun,
+    Approval,
+    BuildSession,
+    ModelUsage,
+    NewProject,
+    NewRun,
+    PlanItem,
+    Project,
+    Prompt,
+)
 from schemas.status import LIVE_RUN_STATUSES, LogLevel, RunStatus
 from store.ports import (
     PROJECT_COLUMNS,
@@ -630,6 +641,172 @@ class SupabaseRestStore:
         reply = await self._send("POST", "/rpc/read_events", body=_dumps(args))
         rows: list[dict[str, Any]] = reply.response.json()
         return [Event.model_validate(row) for row in rows]
+
+    # the pipeline --------------------------------------------------------------------------
+
+    async def _rpc(
+        self, fn: str, args: Mapping[str, Any], *, idempotent: bool = True
+    ) -> list[dict[str, Any]]:
+        reply = await self._send("POST", f"/rpc/{fn}", body=_dumps(dict(args)),
+                                 idempotent=idempotent)  # fmt: skip
+        body = reply.response.json()
+        rows: list[dict[str, Any]] = (
+            body if isinstance(body, list) else [] if body is None else [body]
+        )
+        return rows
+
+    async def spawn_build(
+        self,
+        new: NewProject,
+        agents: Sequence[str],
+        *,
+        template: str | None,
+        vibe_text: str | None,
+        options: Mapping[str, Any],
+    ) -> Spawned:
+        """`spawn_project` with seed 004's fields (/rpc/spawn_build; retried like spawn)."""
+        reply = await self._send(
+            "POST",
+            "/rpc/spawn_build",
+            body=_dumps(
+                {
+                    "p_title": new.title, "p_description": new.description,
+                    "p_category": new.category, "p_user_id": new.user_id,
+                    "p_idempotency_key": new.idempotency_key, "p_agents": list(agents),
+                    "p_template": template, "p_vibe_text": vibe_text, "p_options": dict(options),
+                }
+            ),
+            idempotent=new.idempotency_key is not None,
+        )  # fmt: skip
+        r = reply.response.json()
+        return Spawned(UUID(r["project_id"]), UUID(r["build_id"]), bool(r["created"]))
+
+    async def claim_build(self, build_id: UUID, owner: str, ttl: float) -> BuildSession | None:
+        """Take or keep the lease (/rpc/claim_build: idempotent for one owner)."""
+        rows = await self._rpc(
+            "claim_build", {"p_session_id": build_id, "p_owner": owner, "p_ttl_seconds": ttl}
+        )
+        return BuildSession.model_validate(rows[0]) if rows else None
+
+    async def renew_build_lease(
+        self, build_id: UUID, owner: str, ttl: float
+    ) -> BuildSession | None:
+        """Extend the lease (/rpc/renew_build_lease)."""
+        rows = await self._rpc(
+            "renew_build_lease", {"p_session_id": build_id, "p_owner": owner, "p_ttl_seconds": ttl}
+        )
+        return BuildSession.model_validate(rows[0]) if rows else None
+
+    async def release_build_lease(self, build_id: UUID, owner: str) -> None:
+        """Give the lease up (/rpc/release_build_lease)."""
+        await self._rpc("release_build_lease", {"p_session_id": build_id, "p_owner": owner})
+
+    async def reclaimable_builds(self, grace: float, limit: int = 50) -> list[BuildSession]:
+        """Live builds nobody owns (/rpc/reclaimable_builds)."""
+        rows = await self._rpc("reclaimable_builds", {"p_grace_seconds": grace, "p_limit": limit})
+        return [BuildSession.model_validate(r) for r in rows]
+
+    async def stalled_runs(self, deadline: float, limit: int = 50) -> list[AgentRun]:
+        """Silent live runs of owned builds (/rpc/stalled_runs)."""
+        rows = await self._rpc("stalled_runs", {"p_deadline_seconds": deadline, "p_limit": limit})
+        return [AgentRun.model_validate(r) for r in rows]
+
+    async def create_approval(self, approval: Mapping[str, Any]) -> Approval:
+        """Insert an approval; the existing one for (session, attempt) is returned as is."""
+        row = dict(approval)
+        await self._send(
+            "POST", "/approvals", params=[("on_conflict", "session_id,attempt")],
+            body=_dumps(row), prefer="return=minimal,resolution=ignore-duplicates",
+        )  # fmt: skip
+        rows = await self._get(
+            "approvals",
+            [("session_id", f"eq.{row['session_id']}"), ("attempt", f"eq.{row['attempt']}")],
+        )
+        return Approval.model_validate(rows[0])
+
+    async def get_approval(self, token: str) -> Approval:
+        """The approval; NotFound if unknown."""
+        rows = await self._get("approvals", [("token", f"eq.{token}")])
+        if not rows:
+            raise NotFound("approval not found", field="token")
+        return Approval.model_validate(rows[0])
+
+    async def pending_approval(self, build_id: UUID) -> Approval | None:
+        """The build's latest approval."""
+        rows = await self._get(
+            "approvals",
+            [("session_id", f"eq.{build_id}"), ("order", "attempt.desc"), ("limit", "1")],
+        )
+        return Approval.model_validate(rows[0]) if rows else None
+
+    async def decide_approval(self, token: str, decision: str, note: str | None) -> Approval | None:
+        """Record a decision on a pending approval (/rpc/decide_approval)."""
+        rows = await self._rpc(
+            "decide_approval", {"p_token": token, "p_decision": decision, "p_note": note},
+            idempotent=False,
+        )  # fmt: skip
+        return Approval.model_validate(rows[0]) if rows else None
+
+    async def expire_approvals(self, limit: int = 50) -> list[Approval]:
+        """Expire overdue approvals (/rpc/expire_approvals)."""
+        rows = await self._rpc("expire_approvals", {"p_limit": limit}, idempotent=False)
+        return [Approval.model_validate(r) for r in rows]
+
+    async def record_usage(self, usage: ModelUsage) -> None:
+        """Append to the cost ledger."""
+        await self._send(
+            "POST", "/model_usage", body=_dumps(usage.model_dump()), prefer="return=minimal",
+            idempotent=False,
+        )  # fmt: skip
+
+    async def list_usage(self, project_id: UUID) -> list[ModelUsage]:
+        """The project's ledger, oldest first."""
+        rows = await self._get(
+            "model_usage", [("project_id", f"eq.{project_id}"), ("order", "created_at.asc,id.asc")]
+        )
+        return [ModelUsage.model_validate(r) for r in rows]
+
+    async def get_setting(self, key: str) -> Any | None:
+        """An admin setting's value."""
+        rows = await self._get("admin_settings", [("key", f"eq.{key}")])
+        return rows[0]["value"] if rows else None
+
+    async def put_setting(self, key: str, value: Any) -> None:
+        """Set an admin setting (an upsert on the key)."""
+        await self._send(
+            "POST", "/admin_settings", params=[("on_conflict", "key")],
+            body=_dumps({"key": key, "value": value}),
+            prefer="return=minimal,resolution=merge-duplicates",
+        )  # fmt: skip
+
+    async def active_prompt(self, name: str) -> Prompt | None:
+        """The active version of a prompt."""
+        rows = await self._get("prompts", [("name", f"eq.{name}"), ("is_active", "is.true")])
+        return Prompt.model_validate(rows[0]) if rows else None
+
+    async def get_files(self, project_id: UUID) -> dict[str, str]:
+        """The project's files."""
+        rows = await self._get(
+            "project_files", [("project_id", f"eq.{project_id}"), ("order", "path.asc")]
+        )
+        return {r["path"]: r["content"] for r in rows}
+
+    async def file_versions(self, project_id: UUID) -> dict[str, int]:
+        """Each file's version."""
+        rows = await self._get("project_files", [("project_id", f"eq.{project_id}")])
+        return {r["path"]: r["version"] for r in rows}
+
+    async def put_spec_chunks(self, build_id: UUID, chunks: Sequence[str]) -> None:
+        """Store the vibe's sections, idempotently by (session, index)."""
+        if not chunks:
+            return
+        rows = [
+            {"session_id": build_id, "chunk_index": i, "content": c} for i, c in enumerate(chunks)
+        ]
+        await self._send(
+            "POST", "/spec_chunks", params=[("on_conflict", "session_id,chunk_index")],
+            body=_dumps(rows), prefer="return=minimal,resolution=ignore-duplicates",
+        )  # fmt: skip
 
 
 def _check_limit(limit: int) -> None:

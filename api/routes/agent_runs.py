@@ -6,13 +6,13 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
-from agents.orchestrator import PIPELINE
 from api.auth import CallerDep
 from api.deps import ServicesDep
 from api.errors import error_responses
 from api.limits import rate_key
 from api.routes.projects import spawn_for
 from schemas.api import AgentRunOut, AgentRunRequest, AgentRunResponse
+from schemas.pipeline import PIPELINE
 from schemas.rows import NewProject
 
 router = APIRouter(tags=["agent runs"])
@@ -44,7 +44,6 @@ async def start_agent_run(
     run = next(r for r in runs if r.agent_name == "orchestrator")
     if body.task_id is not None:
         await services.store.update_run(run.id, {"task_id": body.task_id})
-    assert services.dispatcher is not None
     await services.dispatcher.spawn(
         "orchestrator", project_id=str(spawned.project_id), build_id=str(spawned.build_id)
     )

@@ -10,14 +10,14 @@ from uuid import UUID
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 
-from agents.orchestrator import PIPELINE
 from api.auth import CallerDep
 from api.deps import ServicesDep, visible_project
 from api.errors import error_responses
 from api.limits import rate_key
-from api.services import Services
+from core.services import Services
 from schemas.api import RunLine, SpawnRequest, SpawnResponse, StatusResponse
 from schemas.errors import ErrorCode, MyycError, NotFound
+from schemas.pipeline import PIPELINE
 from schemas.rows import NewProject, Project
 from store.ports import Spawned
 
@@ -66,7 +66,12 @@ async def spawn(
         if key is not None:
             limiter.refund(key)
         return JSONResponse(answer.model_dump(mode="json"), status_code=200)
-    assert services.dispatcher is not None
+    await start_build(services, spawned)
+    return JSONResponse(answer.model_dump(mode="json"), status_code=202)
+
+
+async def start_build(services: Services, spawned: Spawned) -> None:
+    """Hand a new build to an orchestrator; a dispatch that fails fails the project (502)."""
     try:
         await services.dispatcher.spawn(
             "orchestrator", project_id=str(spawned.project_id), build_id=str(spawned.build_id)
@@ -79,7 +84,6 @@ async def spawn(
              "error_code": ErrorCode.upstream_error.value},
         )  # fmt: skip
         raise DispatchFailed("could not start the build; try again with a new key") from err
-    return JSONResponse(answer.model_dump(mode="json"), status_code=202)
 
 
 async def spawn_for(services: Services, new: NewProject, agents: Sequence[str]) -> Spawned:

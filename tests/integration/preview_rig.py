@@ -22,7 +22,7 @@ import pytest
 from agents.reporter import RunReporter
 from api.app import create_app
 from api.routes import previews as preview_routes
-from api.services import Services
+from core.services import Services
 from previews.fly_driver import FlyMachinesDriver
 from previews.sessions import PreviewSessions
 from schemas.rows import NewProject, Project

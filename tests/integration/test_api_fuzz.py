@@ -58,7 +58,7 @@ from schemathesis.specs.openapi.checks import (
 from agents.dispatch import LocalDispatcher
 from api.app import create_app
 from api.auth import SIGNATURE_HEADER, TIMESTAMP_HEADER, WINDOW_S, sign
-from api.services import Services
+from core.services import Services
 from schemas.errors import ErrorCode
 from schemas.settings import Settings
 from tests.conftest import new_database

@@ -18,7 +18,7 @@ import pytest
 from pydantic import SecretStr
 
 from api.app import create_app
-from api.services import Services
+from core.services import Services
 from schemas.settings import Settings
 from tests.support import serve
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from agents.reporter import RunReporter
-from api.services import Services
+from core.services import Services
 from previews import cli
 from previews.local_driver import LocalMachines
 from previews.ports import MachineSpec

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from agents.reporter import RunReporter
-from api.services import Services
+from core.services import Services
 from previews.local_driver import LocalMachines
 from previews.sessions import PreviewBootFailed, PreviewSessions
 from schemas.events import EventType

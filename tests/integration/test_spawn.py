@@ -22,7 +22,7 @@ from agents.dispatch import LocalDispatcher
 from agents.registry import AGENTS
 from api.app import create_app
 from api.auth import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
-from api.services import Services
+from core.services import Services
 from local.remote import RemoteClient
 from schemas.events import Cursor
 from schemas.settings import Settings

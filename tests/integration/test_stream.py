@@ -13,8 +13,8 @@ import pytest
 
 from agents.reporter import RunReporter
 from api.app import create_app
-from api.services import Services
 from clients.retry import RetryPolicy
+from core.services import Services
 from local.pg import EmbeddedPostgres
 from schemas.rows import NewProject
 from schemas.settings import Settings

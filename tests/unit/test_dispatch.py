@@ -33,7 +33,7 @@ from agents.dispatch import (
     raise_for_failure,
     running_in_modal,
 )
-from agents.runtime import run_agent_with
+from core.runtime import run_agent_with
 from schemas.errors import ErrorCode, MyycError, NotFound
 from schemas.settings import Settings
 
@@ -474,11 +474,11 @@ async def test_run_agent_opens_services_runs_the_agent_and_closes_them(
     assert seen["failing_services"]._closed
 
     # As a Modal body: the failure is logged and returned, so Modal does not retry it.
-    caplog.set_level(logging.ERROR, logger="agents.runtime")
+    caplog.set_level(logging.ERROR, logger="core.runtime")
     contained = await run("failing", contain_failures=True)
     with pytest.raises(AgentFailed, match="RuntimeError: agent broke"):
         raise_for_failure(contained)
-    assert [r.getMessage() for r in caplog.records if r.name == "agents.runtime"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "core.runtime"] == [
         "agent failing failed"
     ]
 

@@ -170,7 +170,7 @@ def test_secrets_are_named_with_required_keys(monkeypatch: pytest.MonkeyPatch) -
 
 
 async def test_each_agent_function_runs_its_own_agent(monkeypatch: pytest.MonkeyPatch) -> None:
-    import agents.runtime
+    import core.runtime
 
     calls: list[tuple[str, dict[str, str]]] = []
 
@@ -178,7 +178,7 @@ async def test_each_agent_function_runs_its_own_agent(monkeypatch: pytest.Monkey
         calls.append((name, kwargs))
         return f"ran {name}"
 
-    monkeypatch.setattr(agents.runtime, "run_agent", fake_run_agent)
+    monkeypatch.setattr(core.runtime, "run_agent", fake_run_agent)
     for name in modal_app.AGENT_FUNCTIONS:
         fn = getattr(modal_app, f"{name}_agent")
         assert await fn.local(project_id="p", build_id="b") == f"ran {name}"
@@ -267,7 +267,7 @@ def test_the_image_ships_our_packages_with_their_data() -> None:
     assert set(modal_app.PACKAGES) == wheel - {"bench"}  # benchmarks stay home
     ignored = modal.FilePatternMatcher(*modal_app.PACKAGE_IGNORE)
     assert not ignored(Path("store/sql/bootstrap.sql"))
-    assert not ignored(Path("agents/runtime.py"))
+    assert not ignored(Path("core/runtime.py"))
     assert ignored(Path("agents/__pycache__/runtime.cpython-311.pyc"))
 
 

@@ -38,8 +38,8 @@ async def run_agent_with(
 ) -> Any:
     """`run_agent` with its parts injectable; by default the agent's exception propagates."""
     # Imported here: this runs in a fresh container, and only the agent's own path should load.
-    from agents.dispatch import UnknownAgent, failure_result, make_dispatcher
-    from api.services import Services
+    from agents.dispatch import UnknownAgent, failure_result
+    from core.services import Services
     from schemas.settings import get_settings
 
     _configure_logging()
@@ -50,20 +50,31 @@ async def run_agent_with(
     fn = registry.get(name)
     if fn is None:
         raise UnknownAgent(f"no agent named {name!r} (known: {', '.join(sorted(registry))})")
-    services = await Services.open(settings or get_settings())
+    services = await Services.open(settings or get_settings(), registry=registry)
     try:
-        # Services.open chose the dispatcher for where this runs; Services.close closes it.
-        dispatcher = services.dispatcher or make_dispatcher(services)
         try:
-            return await fn(services, dispatcher, **kwargs)
+            return await fn(services, services.dispatcher, **kwargs)
         except Exception as err:
             if not contain_failures:
                 raise
             logger.exception("agent %s failed", name)
             return failure_result(name, err)
-        finally:
-            if services.dispatcher is None:
-                await dispatcher.close()
+    finally:
+        await services.close()
+
+
+async def run_recovery(settings: Settings | None = None) -> dict[str, int]:
+    """The `recover_builds` cron's body: one recovery pass (agents/recovery.py)."""
+    from agents.recovery import recover_once
+    from core.services import Services
+    from schemas.settings import get_settings
+
+    _configure_logging()
+    services = await Services.open(settings or get_settings())
+    try:
+        done = await recover_once(services)
+        return {"expired_approvals": done.expired_approvals, "stalled_runs": done.stalled_runs,
+                "resumed_builds": done.resumed_builds}  # fmt: skip
     finally:
         await services.close()
 
