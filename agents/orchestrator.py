@@ -42,11 +42,19 @@ logger = logging.getLogger(__name__)
 
 
 async def run_build(
-    deps: AgentDeps, dispatcher: Dispatcher, *, project_id: str, build_id: str
+    deps: AgentDeps,
+    dispatcher: Dispatcher,
+    *,
+    project_id: str,
+    build_id: str,
+    dead_owner: str = "",
 ) -> dict[str, Any]:
-    """Own the build and run its graph until it ends or waits (a registry agent)."""
+    """Own the build and run its graph until it ends or waits (a registry agent).
+
+    `dead_owner`: the owner recovery saw die; its lease is taken without waiting it out.
+    """
     pid, bid = UUID(project_id), UUID(build_id)
-    session = await _claim(deps, bid)
+    session = await _claim(deps, bid, dead_owner or None)
     if session is None:
         return {"status": "not_owned"}
     try:
@@ -60,12 +68,12 @@ async def run_build(
         await deps.store.release_build_lease(bid, deps.owner)
 
 
-async def _claim(deps: AgentDeps, bid: UUID) -> BuildSession | None:
+async def _claim(deps: AgentDeps, bid: UUID, dead_owner: str | None) -> BuildSession | None:
     ttl = deps.settings.build_lease_seconds
     loop = asyncio.get_running_loop()
     give_up = loop.time() + ttl * 1.5
     while True:
-        session = await deps.store.claim_build(bid, deps.owner, ttl)
+        session = await deps.store.claim_build(bid, deps.owner, ttl, dead_owner=dead_owner)
         if session is not None:
             return session
         current = await deps.store.get_session(bid)

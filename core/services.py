@@ -11,9 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from uuid import UUID
@@ -21,6 +18,7 @@ from uuid import UUID
 from pydantic import SecretStr
 
 from agents.dispatch import AgentFn, Dispatcher, LocalDispatcher, make_dispatcher
+from agents.recovery import owner_name
 from agents.registry import AGENTS
 from agents.reporter import RunReporter
 from local.pg import EmbeddedPostgres
@@ -36,11 +34,6 @@ from store.ports import Store
 logger = logging.getLogger(__name__)
 
 
-def _owner_name() -> str:
-    # Unique per process start: a restarted process on the same host and pid is a new owner.
-    return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
 @dataclass(eq=False)
 class Services:
     """Everything a request handler or an agent needs, built from one Settings."""
@@ -53,7 +46,7 @@ class Services:
     embedded: EmbeddedPostgres | None = None
     database_url: str | None = None
     registry: Mapping[str, AgentFn] = field(default_factory=lambda: AGENTS)
-    owner: str = field(default_factory=_owner_name)
+    owner: str = field(default_factory=owner_name)
     api_url: str | None = None
     dispatcher: Dispatcher = field(init=False)
     _recovery: asyncio.Task[None] | None = field(default=None, repr=False)

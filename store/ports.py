@@ -221,8 +221,13 @@ class PipelineStore(Protocol):
         """`spawn_project` with seed 004's template, vibe text and options on the session."""
         ...
 
-    async def claim_build(self, build_id: UUID, owner: str, ttl: float) -> BuildSession | None:
-        """Take or keep the build's lease; None when it is over or another owner is live."""
+    async def claim_build(
+        self, build_id: UUID, owner: str, ttl: float, *, dead_owner: str | None = None
+    ) -> BuildSession | None:
+        """Take or keep the build's lease; None when it is over or another owner is live.
+
+        `dead_owner`: an owner the caller knows is dead, whose lease need not be waited out.
+        """
         ...
 
     async def renew_build_lease(
@@ -235,8 +240,15 @@ class PipelineStore(Protocol):
         """Give the lease up (the build waits on a person, or ended)."""
         ...
 
-    async def reclaimable_builds(self, grace: float, limit: int = 50) -> list[BuildSession]:
-        """Live builds whose lease expired (or that nobody claimed within `grace` seconds)."""
+    async def reclaimable_builds(
+        self, grace: float, limit: int = 50, *, dead_owners: Sequence[str] = ()
+    ) -> list[BuildSession]:
+        """Live builds whose lease expired (or that nobody claimed within `grace` seconds),
+        or whose owner is one of `dead_owners`."""
+        ...
+
+    async def build_lease_owners(self) -> list[str]:
+        """The owners of live leases now."""
         ...
 
     async def stalled_runs(self, deadline: float, limit: int = 50) -> list[AgentRun]:

@@ -435,10 +435,12 @@ class PostgresStore:
     async def _sessions(self, query: str, params: Sequence[Any]) -> list[BuildSession]:
         return [BuildSession.model_validate(r) for r in await self._rows(query, params)]
 
-    async def claim_build(self, build_id: UUID, owner: str, ttl: float) -> BuildSession | None:
+    async def claim_build(
+        self, build_id: UUID, owner: str, ttl: float, *, dead_owner: str | None = None
+    ) -> BuildSession | None:
         """Take or keep the lease (SQL claim_build)."""
         found = await self._sessions(
-            "select * from claim_build(%s, %s, %s)", (build_id, owner, ttl)
+            "select * from claim_build(%s, %s, %s, %s)", (build_id, owner, ttl, dead_owner)
         )
         return found[0] if found else None
 
@@ -455,9 +457,18 @@ class PostgresStore:
         """Give the lease up."""
         await self._rows("select release_build_lease(%s, %s)", (build_id, owner))
 
-    async def reclaimable_builds(self, grace: float, limit: int = 50) -> list[BuildSession]:
+    async def reclaimable_builds(
+        self, grace: float, limit: int = 50, *, dead_owners: Sequence[str] = ()
+    ) -> list[BuildSession]:
         """Live builds nobody owns (SQL reclaimable_builds)."""
-        return await self._sessions("select * from reclaimable_builds(%s, %s)", (grace, limit))
+        return await self._sessions(
+            "select * from reclaimable_builds(%s, %s, %s)", (grace, limit, list(dead_owners))
+        )
+
+    async def build_lease_owners(self) -> list[str]:
+        """The owners of live leases (SQL build_lease_owners)."""
+        rows = await self._rows("select * from build_lease_owners() as o", ())
+        return [r["o"] for r in rows]
 
     async def stalled_runs(self, deadline: float, limit: int = 50) -> list[AgentRun]:
         """Silent live runs of owned builds (SQL stalled_runs)."""

@@ -681,11 +681,15 @@ class SupabaseRestStore:
         r = reply.response.json()
         return Spawned(UUID(r["project_id"]), UUID(r["build_id"]), bool(r["created"]))
 
-    async def claim_build(self, build_id: UUID, owner: str, ttl: float) -> BuildSession | None:
+    async def claim_build(
+        self, build_id: UUID, owner: str, ttl: float, *, dead_owner: str | None = None
+    ) -> BuildSession | None:
         """Take or keep the lease (/rpc/claim_build: idempotent for one owner)."""
         rows = await self._rpc(
-            "claim_build", {"p_session_id": build_id, "p_owner": owner, "p_ttl_seconds": ttl}
-        )
+            "claim_build",
+            {"p_session_id": build_id, "p_owner": owner, "p_ttl_seconds": ttl,
+             "p_dead_owner": dead_owner},
+        )  # fmt: skip
         return BuildSession.model_validate(rows[0]) if rows else None
 
     async def renew_build_lease(
@@ -701,10 +705,20 @@ class SupabaseRestStore:
         """Give the lease up (/rpc/release_build_lease)."""
         await self._rpc("release_build_lease", {"p_session_id": build_id, "p_owner": owner})
 
-    async def reclaimable_builds(self, grace: float, limit: int = 50) -> list[BuildSession]:
+    async def reclaimable_builds(
+        self, grace: float, limit: int = 50, *, dead_owners: Sequence[str] = ()
+    ) -> list[BuildSession]:
         """Live builds nobody owns (/rpc/reclaimable_builds)."""
-        rows = await self._rpc("reclaimable_builds", {"p_grace_seconds": grace, "p_limit": limit})
+        rows = await self._rpc(
+            "reclaimable_builds",
+            {"p_grace_seconds": grace, "p_limit": limit, "p_dead_owners": list(dead_owners)},
+        )
         return [BuildSession.model_validate(r) for r in rows]
+
+    async def build_lease_owners(self) -> list[str]:
+        """The owners of live leases (/rpc/build_lease_owners)."""
+        rows = await self._rpc("build_lease_owners", {})
+        return [str(next(iter(r.values()))) if isinstance(r, dict) else str(r) for r in rows]
 
     async def stalled_runs(self, deadline: float, limit: int = 50) -> list[AgentRun]:
         """Silent live runs of owned builds (/rpc/stalled_runs)."""

@@ -123,9 +123,12 @@ end
 $$;
 
 -- Take (or keep) a build's lease. Nothing is returned when the build is over or another
--- owner's lease is still live. Taking over an expired lease counts as a resume.
+-- owner's lease is still live — unless that owner is `p_dead_owner`, a process the caller
+-- saw die (same host, pid gone), whose lease need not be waited out. Taking over another
+-- owner's lease counts as a resume.
 create or replace function public.claim_build(p_session_id uuid, p_owner text,
-                                              p_ttl_seconds double precision)
+                                              p_ttl_seconds double precision,
+                                              p_dead_owner text default null)
 returns setof public.build_sessions
 language plpgsql as $$
 declare
@@ -135,7 +138,8 @@ begin
   if not found or v.status not in ('queued', 'running') then
     return;
   end if;
-  if v.lease_owner is not null and v.lease_owner <> p_owner and v.lease_expires_at > now() then
+  if v.lease_owner is not null and v.lease_owner <> p_owner and v.lease_expires_at > now()
+     and v.lease_owner is distinct from p_dead_owner then
     return;
   end if;
   return query
@@ -170,19 +174,30 @@ language sql as $$
 $$;
 
 -- Builds nobody owns: live, with an expired lease (or never claimed for `p_grace_seconds`),
--- and not waiting on a person's decision.
+-- or owned by one of `p_dead_owners`; and not waiting on a person's decision.
 create or replace function public.reclaimable_builds(p_grace_seconds double precision,
-                                                     p_limit integer)
+                                                     p_limit integer,
+                                                     p_dead_owners text[] default '{}')
 returns setof public.build_sessions
 language sql stable as $$
   select s.* from public.build_sessions s
    where s.status in ('queued', 'running')
-     and coalesce(s.lease_expires_at, s.updated_at + make_interval(secs => p_grace_seconds))
-         < now()
+     and (coalesce(s.lease_expires_at, s.updated_at + make_interval(secs => p_grace_seconds))
+          < now()
+          or s.lease_owner = any(p_dead_owners))
      and not exists (select 1 from public.approvals a
                       where a.session_id = s.id and a.status = 'pending')
    order by s.created_at
    limit p_limit;
+$$;
+
+-- Who holds live leases now (a recovering process checks which of them are dead).
+create or replace function public.build_lease_owners()
+returns setof text
+language sql stable as $$
+  select distinct lease_owner from public.build_sessions
+   where status in ('queued', 'running') and lease_owner is not null
+     and lease_expires_at > now();
 $$;
 
 -- Live runs that stopped sending heartbeats while their build's owner is alive (a hung
@@ -229,10 +244,11 @@ declare
 begin
   foreach fn in array array[
     'spawn_build(text, text, text, uuid, text, text[], text, text, jsonb)',
-    'claim_build(uuid, text, double precision)',
+    'claim_build(uuid, text, double precision, text)',
     'renew_build_lease(uuid, text, double precision)',
     'release_build_lease(uuid, text)',
-    'reclaimable_builds(double precision, integer)',
+    'reclaimable_builds(double precision, integer, text[])',
+    'build_lease_owners()',
     'stalled_runs(double precision, integer)',
     'decide_approval(text, text, text)',
     'expire_approvals(integer)'
