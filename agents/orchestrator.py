@@ -229,10 +229,20 @@ async def close_build(
 
 
 async def fail_build(deps: AgentDeps, pid: UUID, bid: UUID, error: str, code: ErrorCode) -> None:
-    """Fail a build that could not finish: live runs failed, pending ones canceled."""
+    """Fail a build that could not finish: the session, its event, the project, then the runs.
+
+    That order is what a follower relies on: when it sees the project fail, the build's
+    outcome and its reason are already there; and a project set failed first cannot be rolled
+    up to "completed" from runs half canceled.
+    """
     store = deps.store
-    # The project first: rolled up from runs half canceled, it could read "completed". The
-    # log first of all, so a reader who stops at "project failed" has seen why.
+    await store.update_session(
+        bid, {"status": BuildStatus.failed.value, "error": error, "error_code": code.value,
+              "finished_at": datetime.now(UTC)},
+    )  # fmt: skip
+    await deps.writer.log(pid, "orchestrator", f"Build failed: {error}", "error",
+                          type=EventType.build_failed, session_id=bid,
+                          data={"error": error, "code": code.value})  # fmt: skip
     await deps.writer.flush()
     await store.update_project(
         pid, {"status": ProjectStatus.failed.value, "error": error, "error_code": code.value}
@@ -245,13 +255,6 @@ async def fail_build(deps: AgentDeps, pid: UUID, bid: UUID, error: str, code: Er
                 await deps.reporter.cancel_run(run.id, reason="the build failed earlier")
             else:
                 await deps.reporter.fail_run(run.id, error=error, code=code)
-    await store.update_session(
-        bid, {"status": BuildStatus.failed.value, "error": error, "error_code": code.value,
-              "finished_at": datetime.now(UTC)},
-    )  # fmt: skip
-    await deps.writer.log(pid, "orchestrator", f"Build failed: {error}", "error",
-                          type=EventType.build_failed, session_id=bid,
-                          data={"error": error, "code": code.value})  # fmt: skip
 
 
 async def cancel_build(deps: AgentDeps, bid: UUID, *, reason: str = "canceled") -> BuildSession:
@@ -267,15 +270,17 @@ async def cancel_build(deps: AgentDeps, bid: UUID, *, reason: str = "canceled") 
     )  # fmt: skip
     assert session.project_id is not None
     pid = session.project_id
-    # The project first: rolled up from runs half canceled, it could read "completed".
+    await deps.writer.log(pid, "orchestrator", f"Build canceled: {reason}", "warning",
+                          type=EventType.build_failed, session_id=bid,
+                          data={"code": ErrorCode.canceled.value, "error": reason})  # fmt: skip
+    await deps.writer.flush()
+    # The project before the runs: rolled up from runs half canceled, it could read
+    # "completed".
     await store.update_project(pid, {"status": ProjectStatus.canceled.value})
     for run in await store.list_runs(project_id=pid):
         if run.session_id == bid and run.status not in TERMINAL_RUN_STATUSES:
             with contextlib.suppress(IllegalTransition):
                 await deps.reporter.cancel_run(run.id, reason=reason)
-    await deps.writer.log(pid, "orchestrator", f"Build canceled: {reason}", "warning",
-                          type=EventType.build_failed, session_id=bid,
-                          data={"code": ErrorCode.canceled.value, "error": reason})  # fmt: skip
     return session
 
 

@@ -88,7 +88,9 @@ async def connect(settings: Settings) -> AsyncIterator[Api]:
     secret = _secret(settings)
     async with contextlib.AsyncExitStack() as stack:
         if not await _reachable(url):
-            url = await stack.enter_async_context(_in_process(settings, port=0))
+            # Nothing serves a preview once this command exits: in-process builds make none.
+            quiet = settings.model_copy(update={"myyc_build_previews": False})
+            url = await stack.enter_async_context(_in_process(quiet, port=0))
         http = await stack.enter_async_context(httpx.AsyncClient(timeout=30.0))
         client = await stack.enter_async_context(RemoteClient(url, secret, http_client=http))
         yield Api(url, client, http)

@@ -23,6 +23,8 @@ from store.migrate import migrate
 from store.postgres import PostgresStore
 
 TEMPLATE_DB = "myyc_template"
+# Builds in tests start no live preview (a container per build) unless a test asks for one.
+os.environ.setdefault("MYYC_BUILD_PREVIEWS", "false")
 _counter = itertools.count()
 
 

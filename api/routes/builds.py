@@ -80,7 +80,7 @@ def _session_out(s: BuildSession) -> SessionOut:
     response_model=SessionCreated,
     responses={
         200: {"model": SessionCreated, "description": "A repeated Idempotency-Key."},
-        **error_responses(404, 413, 429, 502),
+        **error_responses(400, 404, 413, 429, 502),
     },
 )
 async def create_session(
@@ -212,7 +212,9 @@ async def get_approval(token: str, services: ServicesDep, caller: CallerDep) -> 
     return _approval_out(await _visible_approval(services, caller, token))
 
 
-@router.post("/approvals/{token}", response_model=ApprovalOut, responses=error_responses(404, 409))
+@router.post(
+    "/approvals/{token}", response_model=ApprovalOut, responses=error_responses(400, 404, 409, 413)
+)
 async def decide(
     token: str, body: DecisionRequest, services: ServicesDep, caller: CallerDep
 ) -> ApprovalOut:
@@ -258,7 +260,9 @@ async def costs(project_id: UUID, services: ServicesDep, caller: CallerDep) -> C
     )  # fmt: skip
 
 
-@router.put("/admin/settings/model", response_model=ModelSetting, responses=error_responses(403))
+@router.put(
+    "/admin/settings/model", response_model=ModelSetting, responses=error_responses(400, 403, 413)
+)
 async def set_model(body: ModelSetting, services: ServicesDep, caller: CallerDep) -> ModelSetting:
     """Choose the model new builds use, at runtime (servers only; a build's option wins)."""
     if not caller.is_service:
@@ -267,7 +271,9 @@ async def set_model(body: ModelSetting, services: ServicesDep, caller: CallerDep
     return body
 
 
-@router.get("/admin/settings/model", response_model=ModelSetting | None)
+@router.get(
+    "/admin/settings/model", response_model=ModelSetting | None, responses=error_responses(403)
+)
 async def get_model(services: ServicesDep, caller: CallerDep) -> ModelSetting | None:
     """The admin model setting, if one is set."""
     if not caller.is_service:

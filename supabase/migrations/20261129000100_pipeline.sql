@@ -264,3 +264,48 @@ $$;
 create schema if not exists langgraph;
 revoke all on schema langgraph from public;
 grant usage, create on schema langgraph to service_role;
+
+-- A project's status follows its runs, but it ends with its build: while a build session of
+-- the project is still live (a failed agent's build is being closed, a verification is being
+-- retried), the project stays `running`. The orchestrator closes the build first, so a
+-- follower who stops at the project's final status finds the build's outcome in place.
+create or replace function public.rollup_project(p_project_id uuid)
+returns setof public.projects
+language plpgsql as $$
+declare
+  current_status text;
+  statuses text[];
+  mean_progress double precision;
+  next_status text;
+begin
+  select status into current_status from public.projects where id = p_project_id for update;
+  if not found then
+    raise exception 'project % not found', p_project_id using errcode = 'P0002';
+  end if;
+  select array_agg(status), avg(progress_percent) into statuses, mean_progress
+    from public.agent_runs where project_id = p_project_id;
+  next_status := current_status;
+  if current_status not in ('completed', 'failed', 'canceled') and statuses is not null then
+    if 'failed' = any(statuses) then
+      next_status := 'failed';
+    elsif statuses <@ array['canceled'] then
+      next_status := 'canceled';
+    elsif statuses <@ array['completed', 'canceled'] then
+      next_status := 'completed';
+    elsif exists (select 1 from unnest(statuses) s where s <> 'pending') then
+      next_status := 'running';
+    end if;
+    if next_status in ('completed', 'failed', 'canceled') and exists (
+         select 1 from public.build_sessions b
+          where b.project_id = p_project_id and b.status in ('queued', 'running')) then
+      next_status := 'running';
+    end if;
+    update public.projects
+       set status = next_status,
+           progress = case when next_status = 'completed' then 100
+                           else least(100, greatest(0, floor(coalesce(mean_progress, 0))))::int end
+     where id = p_project_id;
+  end if;
+  return query select * from public.projects where id = p_project_id;
+end
+$$;
