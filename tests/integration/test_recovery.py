@@ -62,14 +62,20 @@ def _sql(db_url: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
         return cur.fetchall() if cur.description else []
 
 
+def _gone_pid() -> str:
+    """The pid of a process that has exited (and been reaped)."""
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return done.stdout.strip()
+
+
 def test_an_owner_is_dead_only_when_its_process_on_this_host_is_gone() -> None:
     me = owner_name()
     assert not owner_is_dead(me)
     host = me.split(":")[0]
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)  # fmt: skip
-    assert owner_is_dead(f"{host}:{gone.stdout.strip()}:abcd1234")
-    assert not owner_is_dead(f"another-host:{gone.stdout.strip()}:abcd1234")
+    gone = _gone_pid()
+    assert owner_is_dead(f"{host}:{gone}:abcd1234")
+    assert not owner_is_dead(f"another-host:{gone}:abcd1234")
     assert not owner_is_dead("not an owner")
 
 
@@ -98,8 +104,7 @@ async def test_a_live_lease_is_not_taken_and_an_expired_one_is_a_resume(
 
 async def test_recovery_resumes_a_build_whose_owner_died(services: Services, db_url: str) -> None:
     pid, bid = await _spawned(services)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    dead = await asyncio.to_thread(_gone_pid)
     host = services.owner.split(":")[0]
     # A build mid-flight whose owner (a process on this host) is gone, lease still "valid".
     assert await services.store.claim_build(bid, f"{host}:{dead}:deadbeef", 300) is not None
