@@ -15,7 +15,8 @@ create index build_sessions_live_idx on public.build_sessions (lease_expires_at)
 
 -- An escalated build waits for a person's decision (seed 001's escalated_to_human).
 create table public.approvals (
-  token text primary key check (length(token) between 20 and 200),
+  id uuid primary key default gen_random_uuid(),
+  token text not null unique check (length(token) between 20 and 200),
   session_id uuid not null references public.build_sessions (id) on delete cascade,
   project_id uuid not null references public.projects (id) on delete cascade,
   run_id uuid references public.agent_runs (id) on delete set null,
@@ -55,7 +56,8 @@ create index model_usage_project_idx on public.model_usage (project_id, created_
 
 -- Runtime settings an admin changes without a redeploy (seed 002), e.g. the model.
 create table public.admin_settings (
-  key text primary key check (length(key) between 1 and 100),
+  id uuid primary key default gen_random_uuid(),
+  key text not null unique check (length(key) between 1 and 100),
   value jsonb not null,
   updated_at timestamptz not null default now()
 );

@@ -225,3 +225,60 @@ async def test_cancel_stops_a_running_build(db_url: str, tmp_path: Path) -> None
             assert caught.value.status == 409
     finally:
         await services.close()
+
+
+async def test_a_running_preview_serves_files_while_codegen_is_still_writing(
+    db_url: str, tmp_path: Path
+) -> None:
+    import httpx
+
+    from previews.local_driver import LocalMachines
+
+    settings = pipeline_settings(db_url, tmp_path, offline_chunk_delay_ms=25.0,
+                                 myyc_build_previews=True)  # fmt: skip
+    services = await Services.open(settings, recover=True)
+    try:
+        async with serve(create_app(services)) as base, RemoteClient(base, SECRET) as client:
+            services.api_url = base
+            created = await client.request(
+                "POST", "/sessions", json_body={"vibeText": "Recipe planner", "template": "saas"}
+            )
+            pid = created["projectId"]
+            events: list[Any] = []
+            follow = asyncio.create_task(client.follow(pid, events.append))
+            # A person opens the preview while the plan is being made (seed 003's start).
+            for _ in range(400):
+                if any(e.data.get("type") == "plan_created" for e in events):
+                    break
+                await asyncio.sleep(0.025)
+            started = await client.request("POST", "/sessions/start", json_body={"projectId": pid})
+            url = started["containerUrl"]
+            served_during_build = False
+            async with httpx.AsyncClient(timeout=5.0) as http:
+                while not follow.done():
+                    written = [e.data["data"]["filePath"] for e in events
+                               if e.data.get("type") == "file:update"]  # fmt: skip
+                    if "index.html" in written and not any(
+                        e.data.get("type") == "build_succeeded" for e in events
+                    ):
+                        page = await http.get(url.rstrip("/") + "/index.html")
+                        if page.status_code == 200 and "data-feature" in page.text:
+                            served_during_build = True
+                            break
+                    await asyncio.sleep(0.02)
+            assert served_during_build, "the preview never served index.html before the end"
+            assert await asyncio.wait_for(follow, 90) == "completed"
+            session = await client.request("GET", f"/sessions/{created['sessionId']}")
+            # The build reused the live preview (idempotent per project) and verified on it.
+            assert session["outputs"]["preview_url"] == url
+            codegen = next(r for r in await services.store.list_runs(project_id=UUID(pid))
+                           if r.agent_name == "codegen")  # fmt: skip
+            assert codegen.verification_evidence[-1]["served_by"] == "preview"
+            await client.request(
+                "POST", "/sessions/stop", json_body={"sessionId": started["sessionId"]}
+            )
+    finally:
+        await services.close()
+        machines = LocalMachines(tmp_path)
+        for machine in await machines.list_ours():
+            await machines.destroy(machine.id)
