@@ -139,7 +139,8 @@ class Terminal:
     def show(self, event: StreamEvent) -> None:
         """Print one event and move the bar."""
         e = event.data
-        self.progress.console.print(event_line(e))
+        if e.get("type") not in ("presence", "run_progress"):  # the bar shows those
+            self.progress.console.print(event_line(e))
         data = e.get("data") or {}
         run = data.get("run_id")
         if e.get("type") == "run_progress" and run:
