@@ -42,6 +42,7 @@ EXPECTED_MIGRATIONS = [
     ("20261121000600", "spawn"),
     ("20261121000700", "read_events"),
     ("20261121000800", "project_status_events"),
+    ("20261129000100", "pipeline"),
 ]
 
 _fresh_counter = itertools.count()
@@ -187,10 +188,13 @@ async def test_migrations_apply_to_a_brand_new_database(fresh_url: str) -> None:
     assert tables == sorted(
         [
             "activity_log",
+            "admin_settings",
             "agent_runs",
+            "approvals",
             "build_sessions",
             "deployments",
             "drift_alerts",
+            "model_usage",
             "preview_sessions",
             "project_files",
             "project_logs",
