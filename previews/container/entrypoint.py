@@ -761,8 +761,19 @@ async def run(config: Config) -> int:
     server: StaticServer | None = None
     follower: asyncio.Task[None] | None = None
     try:
+        # A stop must win over a sync still retrying an API that is not there.
+        syncing = asyncio.create_task(sync(source, project))
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({syncing, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not syncing.done():
+            syncing.cancel()
+            with contextlib.suppress(BaseException):
+                await syncing
+            logger.info("stopped before the first sync finished")
+            return 0
         try:
-            cursor = await sync(source, project)
+            cursor = syncing.result()
         except Unsyncable as err:
             logger.error("cannot sync project %s: %s", config.project_id, err)
             return EXIT_UNSYNCABLE

@@ -238,3 +238,33 @@ def _read(path: Path) -> str:
 class _Local:
     is_service = True
     user_id = None
+
+
+async def test_sigterm_while_the_first_sync_retries_stops_the_container(tmp_path: Path) -> None:
+    """Regression: a container whose API was gone retried its first sync forever and ignored
+    SIGTERM (test runs and `myyc` left such containers behind)."""
+    import os
+    import signal
+    import sys
+
+    from previews.local_driver import ENTRYPOINT
+
+    env = {
+        "PATH": os.environ["PATH"], "MYYC_PROJECT_ID": "00000000-0000-4000-8000-000000000001",
+        "MYYC_SOURCE": "api", "MYYC_API_URL": "http://127.0.0.1:9", "PORT": "0",
+        "HOST": "127.0.0.1", "MYYC_PROJECT_DIR": str(tmp_path / "project"),
+    }  # fmt: skip
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(ENTRYPOINT), env=env, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        assert proc.stderr is not None
+        # Wait until it is retrying the sync, then ask it to stop.
+        while b"sync failed" not in await asyncio.wait_for(proc.stderr.readline(), 10):
+            pass
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 5) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
