@@ -649,7 +649,8 @@ class SupabaseRestStore:
     ) -> list[dict[str, Any]]:
         reply = await self._send("POST", f"/rpc/{fn}", body=_dumps(dict(args)),
                                  idempotent=idempotent)  # fmt: skip
-        body = reply.response.json()
+        # A void function answers 204 with no body.
+        body = reply.response.json() if reply.response.content else None
         rows: list[dict[str, Any]] = (
             body if isinstance(body, list) else [] if body is None else [body]
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import AsyncIterator, Iterable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -21,8 +22,9 @@ import pytest
 from clients.retry import RetryPolicy
 from schemas.errors import Conflict, NotFound, ValidationFailed
 from schemas.events import Cursor, Event
+from schemas.pipeline import PIPELINE
 from schemas.plan import Feature
-from schemas.rows import NewProject, NewRun
+from schemas.rows import ModelUsage, NewProject, NewRun
 from schemas.status import LogLevel, ProjectStatus, RunStatus
 from store.log_writer import event_id
 from store.ports import EventRecord, Store
@@ -719,3 +721,132 @@ async def test_put_files_upserts_the_projects_files(store, db_url: str) -> None:
     assert rows == [("index.html", "<h1>v2</h1>"), ("src/app.js", "let x = 1")]
     with pytest.raises(NotFound):
         await store.put_files(uuid.uuid4(), {"a.txt": "x"})
+
+
+# --------------------------------------------------------------------------- the pipeline
+# Leases, approvals, the ledger, settings, prompts, versioned files, spec chunks.
+
+
+def _rows(db_url: str, query: str, *params: Any) -> list[tuple[Any, ...]]:
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        cur = conn.execute(query, params)
+        return cur.fetchall() if cur.description else []
+
+
+async def _build(store: Store, key: str | None = None) -> tuple[UUID, UUID]:
+    spawned = await store.spawn_build(
+        NewProject(title="Shop", idempotency_key=key), PIPELINE, template="marketplace",
+        vibe_text="Shop\n\nSell things", options={"environmentMode": "branch"},
+    )  # fmt: skip
+    return spawned.project_id, spawned.build_id
+
+
+async def test_spawn_build_keeps_seed_004s_fields_and_is_idempotent(store: Store) -> None:
+    pid, bid = await _build(store, key="k-1")
+    session = await store.get_session(bid)
+    assert (session.template, session.vibe_text) == ("marketplace", "Shop\n\nSell things")
+    assert session.options["environmentMode"] == "branch"
+    assert {r.agent_name for r in await store.list_runs(project_id=pid)} == set(PIPELINE)
+    again = await store.spawn_build(NewProject(title="Other", idempotency_key="k-1"), PIPELINE,
+                                    template="saas", vibe_text="x", options={})  # fmt: skip
+    assert (again.project_id, again.build_id, again.created) == (pid, bid, False)
+
+
+async def test_leases(store: Store, db_url: str) -> None:
+    _, bid = await _build(store)
+    assert [s.id for s in await store.reclaimable_builds(0.0)] == [bid]  # never claimed
+    held = await store.claim_build(bid, "h:1:a", 30)
+    assert held is not None
+    assert held.lease_owner == "h:1:a"
+    assert held.status.value == "running"
+    assert await store.claim_build(bid, "h:1:a", 30) is not None  # keeping it is fine
+    assert await store.claim_build(bid, "h:2:b", 30) is None
+    assert await store.build_lease_owners() == ["h:1:a"]
+    assert await store.reclaimable_builds(0.0) == []
+    assert [s.id for s in await store.reclaimable_builds(0.0, dead_owners=["h:1:a"])] == [bid]
+    assert await store.renew_build_lease(bid, "h:2:b", 30) is None
+    renewed = await store.renew_build_lease(bid, "h:1:a", 30)
+    assert renewed is not None
+    assert renewed.lease_expires_at is not None
+    await store.release_build_lease(bid, "h:2:b")  # not the owner: nothing changes
+    assert (await store.get_session(bid)).lease_owner == "h:1:a"
+    await store.release_build_lease(bid, "h:1:a")
+    assert (await store.get_session(bid)).lease_owner is None
+    taken = await store.claim_build(bid, "h:2:b", 30)
+    assert taken is not None
+    assert taken.resume_count == 0
+    _rows(db_url, "update build_sessions set status = 'succeeded' where id = %s", bid)
+    assert await store.claim_build(bid, "h:3:c", 30) is None  # an ended build is nobody's
+
+
+async def test_approvals(store: Store, db_url: str) -> None:
+    pid, bid = await _build(store)
+    row = {"token": "t" * 32, "session_id": bid, "project_id": pid, "run_id": None,
+           "user_id": None, "attempt": 1, "reason": "checks failed", "evidence": {"a": 1},
+           "expires_at": datetime.now(UTC) + timedelta(hours=1)}  # fmt: skip
+    made = await store.create_approval(row)
+    assert made.status == "pending"
+    assert made.evidence == {"a": 1}
+    # The same escalation again (a resumed node) keeps the first token.
+    assert (await store.create_approval({**row, "token": "u" * 32})).token == "t" * 32
+    assert (await store.pending_approval(bid)).token == "t" * 32  # type: ignore[union-attr]
+    # A build waiting on a person is not reclaimable.
+    _rows(db_url, "update build_sessions set status = 'running' where id = %s", bid)
+    assert await store.reclaimable_builds(0.0) == []
+    decided = await store.decide_approval("t" * 32, "approve", "ok")
+    assert decided is not None
+    assert decided.status == "approve"
+    assert decided.note == "ok"
+    assert await store.decide_approval("t" * 32, "reject", None) is None  # decided once
+    late = await store.create_approval(
+        {
+            **row,
+            "token": "v" * 32,
+            "attempt": 2,
+            "expires_at": datetime.now(UTC) - timedelta(seconds=1),
+        }
+    )
+    assert late.status == "pending"
+    assert [a.token for a in await store.expire_approvals()] == ["v" * 32]
+    assert await store.expire_approvals() == []
+    assert (await store.get_approval("v" * 32)).status == "expired"
+
+
+async def test_the_cost_ledger_settings_and_prompts(store: Store) -> None:
+    pid, bid = await _build(store)
+    for tokens in (10, 20):
+        await store.record_usage(ModelUsage(
+            project_id=pid, session_id=bid, agent_name="codegen", provider="openai",
+            model="gpt-4.1-mini", prompt_name="codegen", prompt_version=1, input_tokens=tokens,
+            output_tokens=2 * tokens, cost_usd=0.001, attempts=2,
+        ))  # fmt: skip
+    usage = await store.list_usage(pid)
+    assert [(u.input_tokens, u.output_tokens, u.attempts) for u in usage] == [
+        (10, 20, 2),
+        (20, 40, 2),
+    ]
+    assert usage[0].cost_usd == 0.001
+    assert await store.get_setting("model") is None
+    await store.put_setting("model", {"provider": "anthropic"})
+    await store.put_setting("model", {"provider": "xai", "model": "grok-4"})
+    assert await store.get_setting("model") == {"provider": "xai", "model": "grok-4"}
+    prompt = await store.active_prompt("codegen")
+    assert prompt is not None
+    assert prompt.version == 1
+    assert await store.active_prompt("nope") is None
+
+
+async def test_files_keep_their_version_until_their_content_changes(
+    store: Store, db_url: str
+) -> None:
+    pid, bid = await _build(store)
+    await store.put_files(pid, {"index.html": "<p>1</p>", "app.js": "1"})
+    await store.put_files(pid, {"index.html": "<p>1</p>"})  # the same again
+    await store.put_files(pid, {"app.js": "2"})
+    assert await store.get_files(pid) == {"app.js": "2", "index.html": "<p>1</p>"}
+    assert await store.file_versions(pid) == {"index.html": 1, "app.js": 2}
+    await store.put_spec_chunks(bid, ["one", "two"])
+    await store.put_spec_chunks(bid, ["one", "two"])
+    chunks = _rows(db_url, "select chunk_index, content from spec_chunks where session_id = %s"
+                  " order by 1", bid)  # fmt: skip
+    assert chunks == [(0, "one"), (1, "two")]
