@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -123,8 +124,19 @@ async def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
         console.print(f"  OpenAPI    {url}/openapi.json")
         console.print(f"  data       {settings.myyc_data_dir.resolve()}")
         console.print('  try        myyc spawn "AI Recipe App" --description "Save recipes"')
-        with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.Event().wait()
+        # SIGTERM (a service manager, `kill`) stops as cleanly as Ctrl-C: agents are given
+        # their grace period, the log is flushed, the embedded Postgres is stopped.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            with contextlib.suppress(asyncio.CancelledError):
+                await stop.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+        console.print("[bold]myyc[/] is stopping")
     return 0
 
 

@@ -1,0 +1,67 @@
+"""`myyc up` as a service manager runs it: SIGTERM stops it cleanly, Postgres included."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import pg_dir
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _postgres_serving(data_dir: Path) -> bool:
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "postgres" in cmdline and str(data_dir) in cmdline:
+            return True
+    return False
+
+
+async def test_sigterm_stops_myyc_up_and_its_embedded_postgres() -> None:
+    """Regression: SIGTERM made `myyc up` exit 143 without closing its services, and the
+    embedded PostgreSQL kept running."""
+    data_dir = pg_dir("myyc-up-")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "SUPABASE"))}
+    env.update(MYYC_DATA_DIR=str(data_dir), MYYC_PORT=str(port), MYYC_HOST="127.0.0.1")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "local.cli", "up", env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        async with httpx.AsyncClient() as http:
+            for _ in range(300):
+                try:
+                    if (await http.get(f"http://127.0.0.1:{port}/health")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("myyc up never answered")
+        assert _postgres_serving(data_dir)
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+        assert not _postgres_serving(data_dir)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        shutil.rmtree(data_dir, ignore_errors=True)
