@@ -282,3 +282,24 @@ async def test_a_running_preview_serves_files_while_codegen_is_still_writing(
         machines = LocalMachines(tmp_path)
         for machine in await machines.list_ours():
             await machines.destroy(machine.id)
+
+
+async def test_hostile_titles_stay_data_in_the_generated_app(
+    api: tuple[RemoteClient, Services],
+) -> None:
+    """User text is data: through the whole pipeline, a title built to break out of a comment,
+    a string or a script tag appears in no script or stylesheet, and the app still verifies."""
+    client, services = api
+    title = 'Notes\nalert("pwned")// \u2028</script><script>alert(1)</script> "${x}`'
+    session, _ = await build(client, title + "\n\nKeep notes", template="saas")
+    assert session["status"] == "succeeded", session
+    files = await services.store.get_files(UUID(session["projectId"]))
+    for path, content in files.items():
+        if path.endswith((".js", ".css")):
+            assert 'alert("pwned")' not in content, path
+            assert "alert(1)" not in content, path
+            assert "\u2028" not in content, path
+    html = files["index.html"]
+    assert "<script>alert(1)</script>" not in html
+    assert '\nalert("pwned")' not in html  # no line of the page starts with the user's code
+    assert "&lt;/script&gt;&lt;script&gt;alert(1)&lt;/script&gt;" in html  # shown, escaped
