@@ -149,7 +149,10 @@ async def get_caller(request: Request, services: ServicesDep) -> Caller:
     headers = request.headers
     if SIGNATURE_HEADER in headers or TIMESTAMP_HEADER in headers:
         if settings.myyc_hmac_secret is None:
-            raise Unauthorized("server signatures are not configured", field=SIGNATURE_HEADER)
+            raise Unauthorized(
+                "server signatures are not configured: set MYYC_HMAC_SECRET on the API",
+                field=SIGNATURE_HEADER,
+            )
         verify_signature(
             settings.myyc_hmac_secret.get_secret_value().encode(),
             timestamp=headers.get(TIMESTAMP_HEADER),

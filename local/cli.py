@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 import signal
 import sys
 from collections.abc import AsyncIterator, Sequence
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from pydantic import SecretStr
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
@@ -69,6 +71,11 @@ class Api:
 def _secret(settings: Settings) -> str:
     if settings.myyc_hmac_secret is not None:
         return settings.myyc_hmac_secret.get_secret_value()
+    if not settings.is_local:
+        raise RemoteError(
+            "MYYC_HMAC_SECRET is not set: with DATABASE_URL or SUPABASE_URL the CLI signs its"
+            " requests with the API's shared secret; set it to the same value as the API's"
+        )
     from local.secret import local_secret
 
     return local_secret(settings.myyc_data_dir)
@@ -86,12 +93,18 @@ async def _reachable(url: str) -> bool:
 async def connect(settings: Settings) -> AsyncIterator[Api]:
     """The running API at MYYC_HOST:MYYC_PORT, or one started in this process."""
     url = f"http://{settings.myyc_host}:{settings.myyc_port}"
-    secret = _secret(settings)
     async with contextlib.AsyncExitStack() as stack:
-        if not await _reachable(url):
+        if await _reachable(url):
+            secret = _secret(settings)
+        else:
             # Nothing serves a preview once this command exits: in-process builds make none.
-            quiet = settings.model_copy(update={"myyc_build_previews": False})
-            url = await stack.enter_async_context(_in_process(quiet, port=0))
+            changes: dict[str, Any] = {"myyc_build_previews": False}
+            if settings.myyc_hmac_secret is None and not settings.is_local:
+                # This process is both ends: a secret of its own signs and checks.
+                changes["myyc_hmac_secret"] = SecretStr(secrets.token_urlsafe(32))
+            settings = settings.model_copy(update=changes)
+            secret = _secret(settings)
+            url = await stack.enter_async_context(_in_process(settings, port=0))
         http = await stack.enter_async_context(httpx.AsyncClient(timeout=30.0))
         client = await stack.enter_async_context(RemoteClient(url, secret, http_client=http))
         yield Api(url, client, http)
@@ -260,6 +273,13 @@ async def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     """Apply the migrations to the configured (or embedded) database."""
     from store.migrate import migrate
 
+    if settings.database_url is None and settings.supabase_url is not None:
+        err_console.print(
+            "[bold red]error:[/] myyc migrate needs DATABASE_URL: SUPABASE_URL alone gives no"
+            " direct connection to the database (set DATABASE_URL to its Postgres connection"
+            " string, or run `supabase db push`)"
+        )
+        return 2
     if settings.database_url is not None:
         applied = await migrate(settings.database_url)
     else:
