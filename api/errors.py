@@ -41,6 +41,7 @@ STATUS_BY_CODE: dict[ErrorCode, int] = {
     ErrorCode.run_stalled: 500,
     ErrorCode.build_stalled: 500,
     ErrorCode.canceled: 409,
+    ErrorCode.idempotency_mismatch: 422,
 }
 _CODE_BY_STATUS = {
     400: ErrorCode.validation_error,
@@ -63,7 +64,8 @@ _DESCRIPTIONS = {
     404: "No such resource, or not the caller's.",
     409: "The resource is not in a state that allows this (already decided, ended).",
     413: "The request body is over the cap.",
-    422: "Invalid input; `field` names the first bad field.",
+    422: "Invalid input (`validation_error`), or an Idempotency-Key reused with another body"
+    " (`idempotency_mismatch`); `field` names the field.",
     429: "Too many spawns; retry after `Retry-After` seconds.",
     502: "The build could not be started; retry with a new Idempotency-Key.",
 }

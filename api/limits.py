@@ -12,6 +12,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api.errors import error_response
 from schemas.errors import ErrorCode, ErrorDetail, MyycError
 
+#: How long a charged Idempotency-Key makes its repeats free (longer than any refill).
+_REPEAT_WINDOW = 3600.0
+
 
 class RateLimited(MyycError):
     """Too many requests; retry after `retry_after` seconds."""
@@ -52,11 +55,23 @@ class RateLimiter:
         self._capacity = float(per_minute)
         self._rate = per_minute / 60.0
         self._buckets: dict[str, Bucket] = {}
+        self._charged: dict[tuple[str, str], float] = {}
         self._max_keys = max_keys
 
-    def check(self, key: str, now: float | None = None) -> None:
-        """Take one request for `key`, or raise RateLimited with the wait."""
+    def check(
+        self, key: str, now: float | None = None, *, idempotency_key: str | None = None
+    ) -> bool:
+        """Take one request for `key`, or raise RateLimited with the wait; True if taken.
+
+        A request repeating an Idempotency-Key this limiter already charged (lately) costs
+        nothing — even fifty at once, before the first has created anything.
+        """
         now = time.monotonic() if now is None else now
+        repeat = (key, idempotency_key) if idempotency_key is not None else None
+        if repeat is not None:
+            charged_at = self._charged.get(repeat)
+            if charged_at is not None and now - charged_at < _REPEAT_WINDOW:
+                return False
         bucket = self._buckets.get(key)
         if bucket is None:
             if len(self._buckets) >= self._max_keys:
@@ -67,12 +82,19 @@ class RateLimiter:
             raise RateLimited(
                 f"too many spawns; try again in {math.ceil(wait)} s", retry_after=wait
             )
+        if repeat is not None:
+            if len(self._charged) >= self._max_keys:
+                self._charged.clear()
+            self._charged[repeat] = now
+        return True
 
-    def refund(self, key: str) -> None:
+    def refund(self, key: str, *, idempotency_key: str | None = None) -> None:
         """Give back the token of a request that turned out to create nothing."""
         bucket = self._buckets.get(key)
         if bucket is not None:
             bucket.tokens = min(bucket.capacity, bucket.tokens + 1.0)
+        if idempotency_key is not None:
+            self._charged.pop((key, idempotency_key), None)
 
 
 class BodyLimit:

@@ -40,6 +40,8 @@ class ErrorCode(StrEnum):
     """A build kept crashing: reclaimed more often than allowed."""
     canceled = "canceled"
     """Someone canceled the build."""
+    idempotency_mismatch = "idempotency_mismatch"
+    """An Idempotency-Key reused with a different request body."""
 
 
 class ErrorDetail(BaseModel):

@@ -163,6 +163,8 @@ class Spawned(NamedTuple):
     project_id: UUID
     build_id: UUID
     created: bool
+    mismatch: bool = False
+    """A repeated Idempotency-Key whose request differs from the first one's."""
 
 
 class BuildStore(Protocol):
@@ -217,8 +219,13 @@ class PipelineStore(Protocol):
         template: str | None,
         vibe_text: str | None,
         options: Mapping[str, Any],
+        fingerprint: str | None = None,
     ) -> Spawned:
-        """`spawn_project` with seed 004's template, vibe text and options on the session."""
+        """`spawn_project` with seed 004's template, vibe text and options on the session.
+
+        `fingerprint` identifies the request: a repeated idempotency key with another
+        fingerprint creates nothing and answers `mismatch`.
+        """
         ...
 
     async def claim_build(

@@ -422,15 +422,17 @@ class PostgresStore:
         template: str | None,
         vibe_text: str | None,
         options: Mapping[str, Any],
+        fingerprint: str | None = None,
     ) -> Spawned:
         """`spawn_project` plus seed 004's template, vibe text and options (SQL spawn_build)."""
         rows = await self._rows(
-            "select spawn_build(%s, %s, %s, %s, %s, %s, %s, %s, %s) as r",
+            "select spawn_build(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) as r",
             (new.title, new.description, new.category, new.user_id, new.idempotency_key,
-             list(agents), template, vibe_text, Jsonb(dict(options))),
+             list(agents), template, vibe_text, Jsonb(dict(options)), fingerprint),
         )  # fmt: skip
         r = rows[0]["r"]
-        return Spawned(UUID(r["project_id"]), UUID(r["build_id"]), bool(r["created"]))
+        return Spawned(UUID(r["project_id"]), UUID(r["build_id"]), bool(r["created"]),
+                       bool(r.get("mismatch")))  # fmt: skip
 
     async def _sessions(self, query: str, params: Sequence[Any]) -> list[BuildSession]:
         return [BuildSession.model_validate(r) for r in await self._rows(query, params)]

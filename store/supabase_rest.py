@@ -664,6 +664,7 @@ class SupabaseRestStore:
         template: str | None,
         vibe_text: str | None,
         options: Mapping[str, Any],
+        fingerprint: str | None = None,
     ) -> Spawned:
         """`spawn_project` with seed 004's fields (/rpc/spawn_build; retried like spawn)."""
         reply = await self._send(
@@ -675,12 +676,14 @@ class SupabaseRestStore:
                     "p_category": new.category, "p_user_id": new.user_id,
                     "p_idempotency_key": new.idempotency_key, "p_agents": list(agents),
                     "p_template": template, "p_vibe_text": vibe_text, "p_options": dict(options),
+                    "p_fingerprint": fingerprint,
                 }
             ),
             idempotent=new.idempotency_key is not None,
         )  # fmt: skip
         r = reply.response.json()
-        return Spawned(UUID(r["project_id"]), UUID(r["build_id"]), bool(r["created"]))
+        return Spawned(UUID(r["project_id"]), UUID(r["build_id"]), bool(r["created"]),
+                       bool(r.get("mismatch")))  # fmt: skip
 
     async def claim_build(
         self, build_id: UUID, owner: str, ttl: float, *, dead_owner: str | None = None

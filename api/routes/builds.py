@@ -20,7 +20,7 @@ from api.auth import Caller, CallerDep
 from api.deps import ServicesDep, visible_project
 from api.errors import error_responses
 from api.limits import rate_key
-from api.routes.projects import start_build
+from api.routes.projects import IdempotencyMismatch, fingerprint, spawn_for, start_build
 from core.services import Services
 from schemas.builds import (
     ApprovalOut,
@@ -96,24 +96,21 @@ async def create_session(
     """Create a build session from a vibe and a template (seed 004) and start its graph."""
     user_id = body.userId if caller.is_service else caller.user_id
     limiter, key = request.app.state.spawn_limiter, rate_key(user_id)
-    if key is not None:
-        limiter.check(key)
+    charged = limiter.check(key, idempotency_key=idempotency_key) if key is not None else False
     new = NewProject(title=_title(body.vibeText), description=body.vibeText,
                      category=body.template, user_id=user_id,
                      idempotency_key=idempotency_key)  # fmt: skip
-    try:
-        spawned = await services.store.spawn_build(
-            new, PIPELINE, template=body.template, vibe_text=body.vibeText,
-            options=body.options.model_dump(mode="json", exclude_none=True),
-        )  # fmt: skip
-    except NotFound as err:
-        if err.field == "user_id":
-            raise NotFound("no such user", field="body.userId") from err
-        raise
+    spawned = await spawn_for(
+        services, new, PIPELINE, template=body.template, vibe_text=body.vibeText,
+        options=body.options.model_dump(mode="json", exclude_none=True),
+        fingerprint=fingerprint(request, body, idempotency_key), user_field="body.userId",
+    )  # fmt: skip
     answer = SessionCreated(sessionId=spawned.build_id, projectId=spawned.project_id)
     if not spawned.created:
-        if key is not None:
-            limiter.refund(key)
+        if charged and key is not None:
+            limiter.refund(key, idempotency_key=idempotency_key)
+        if spawned.mismatch:
+            raise IdempotencyMismatch()
         return JSONResponse(answer.model_dump(mode="json"), status_code=200)
     await start_build(services, spawned)
     return JSONResponse(answer.model_dump(mode="json"), status_code=202)

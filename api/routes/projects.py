@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from collections.abc import Sequence
-from typing import Annotated
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from api.auth import CallerDep
 from api.deps import ServicesDep, visible_project
@@ -53,18 +55,20 @@ async def spawn(
     """Create a project from an idea and start its build; answers before the agents run."""
     user_id = body.user_id if caller.is_service else caller.user_id
     limiter, key = request.app.state.spawn_limiter, rate_key(user_id)
-    if key is not None:
-        limiter.check(key)
+    charged = limiter.check(key, idempotency_key=idempotency_key) if key is not None else False
     idea = body.idea()
     new = NewProject(
         title=idea.title, description=idea.description, category=idea.category,
         user_id=user_id, idempotency_key=idempotency_key,
     )  # fmt: skip
-    spawned = await spawn_for(services, new, PIPELINE)
+    spawned = await spawn_for(services, new, PIPELINE,
+                              fingerprint=fingerprint(request, body, idempotency_key))  # fmt: skip
     answer = SpawnResponse(project_id=spawned.project_id, build_id=spawned.build_id)
     if not spawned.created:
-        if key is not None:
-            limiter.refund(key)
+        if charged and key is not None:
+            limiter.refund(key, idempotency_key=idempotency_key)
+        if spawned.mismatch:
+            raise IdempotencyMismatch()
         return JSONResponse(answer.model_dump(mode="json"), status_code=200)
     await start_build(services, spawned)
     return JSONResponse(answer.model_dump(mode="json"), status_code=202)
@@ -86,14 +90,47 @@ async def start_build(services: Services, spawned: Spawned) -> None:
         raise DispatchFailed("could not start the build; try again with a new key") from err
 
 
-async def spawn_for(services: Services, new: NewProject, agents: Sequence[str]) -> Spawned:
-    """Spawn in the store; an owner who does not exist is a 404 naming `body.user_id`."""
+async def spawn_for(
+    services: Services,
+    new: NewProject,
+    agents: Sequence[str],
+    *,
+    template: str | None = None,
+    vibe_text: str | None = None,
+    options: Mapping[str, Any] | None = None,
+    fingerprint: str | None = None,
+    user_field: str = "body.user_id",
+) -> Spawned:
+    """Spawn in the store; an owner who does not exist is a 404 naming `user_field`."""
     try:
-        return await services.store.spawn_project(new, agents)
+        return await services.store.spawn_build(
+            new, agents, template=template, vibe_text=vibe_text, options=options or {},
+            fingerprint=fingerprint,
+        )  # fmt: skip
     except NotFound as err:
         if err.field == "user_id":
-            raise NotFound("no such user", field="body.user_id") from err
+            raise NotFound("no such user", field=user_field) from err
         raise
+
+
+class IdempotencyMismatch(MyycError):
+    """The Idempotency-Key was used before with another request body."""
+
+    code = ErrorCode.idempotency_mismatch
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this Idempotency-Key was used with a different request body; use a new key",
+            field="header.idempotency-key",
+        )
+
+
+def fingerprint(request: Request, body: BaseModel, idempotency_key: str | None) -> str | None:
+    """What identifies a request for its Idempotency-Key: the route and the parsed body."""
+    if idempotency_key is None:
+        return None
+    canonical = f"{request.url.path}\n{body.model_dump_json()}".encode()
+    return hashlib.sha256(canonical).hexdigest()
 
 
 def _status(project: Project, runs: list[RunLine]) -> StatusResponse:

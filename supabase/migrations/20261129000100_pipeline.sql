@@ -95,7 +95,13 @@ grant select on public.approvals, public.model_usage to anon, authenticated;
 grant all on public.approvals, public.model_usage, public.admin_settings to service_role;
 alter publication supabase_realtime add table public.approvals;
 
--- Spawn with seed 004's template and options (the old signature stays, for old callers).
+-- What the first request with an Idempotency-Key asked for (a hash of its body): the same
+-- key with another body is a mistake the API refuses (idempotency_mismatch), not a repeat.
+alter table public.projects add column idempotency_fingerprint text;
+
+-- Spawn with seed 004's template and options, and the request's fingerprint (the old
+-- spawn_project signature stays, for old callers). A repeated key whose fingerprint differs
+-- from the first request's answers `mismatch: true` and creates nothing.
 create or replace function public.spawn_build(
   p_title text,
   p_description text,
@@ -105,7 +111,8 @@ create or replace function public.spawn_build(
   p_agents text[],
   p_template text,
   p_vibe_text text,
-  p_options jsonb
+  p_options jsonb,
+  p_fingerprint text default null
 ) returns jsonb
 language plpgsql as $$
 declare
@@ -119,6 +126,14 @@ begin
            vibe_text = coalesce(p_vibe_text, vibe_text),
            options = options || coalesce(p_options, '{}'::jsonb)
      where id = (v_result ->> 'build_id')::uuid;
+    update public.projects set idempotency_fingerprint = p_fingerprint
+     where id = (v_result ->> 'project_id')::uuid;
+  elsif p_fingerprint is not null and exists (
+      select 1 from public.projects
+       where id = (v_result ->> 'project_id')::uuid
+         and idempotency_fingerprint is not null
+         and idempotency_fingerprint <> p_fingerprint) then
+    v_result := v_result || '{"mismatch": true}'::jsonb;
   end if;
   return v_result;
 end
@@ -245,7 +260,7 @@ declare
   fn text;
 begin
   foreach fn in array array[
-    'spawn_build(text, text, text, uuid, text, text[], text, text, jsonb)',
+    'spawn_build(text, text, text, uuid, text, text[], text, text, jsonb, text)',
     'claim_build(uuid, text, double precision, text)',
     'renew_build_lease(uuid, text, double precision)',
     'release_build_lease(uuid, text)',

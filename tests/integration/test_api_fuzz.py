@@ -452,6 +452,13 @@ def aim_at(case: Case, project_id: str | None) -> None:
     positive = meta is None or meta.generation.mode.is_positive
     if project_id is not None and positive and "project_id" in (case.path_parameters or {}):
         case.path_parameters["project_id"] = project_id
+    # Generated keys repeat ("0", "00"): a repeat with another body is a documented 422
+    # (idempotency_mismatch), which depends on history, not on this request. A key of its own
+    # keeps the check about the request itself.
+    headers = case.headers or {}
+    for name in list(headers):
+        if positive and name.lower() == "idempotency-key":
+            headers[name] = uuid.uuid4().hex
 
 
 async def _run_in_thread(run: Callable[[], None], session: requests.Session) -> None:
