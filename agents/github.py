@@ -9,6 +9,7 @@ no new commit); after a codegen retry it commits the fixed files on top.
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import TYPE_CHECKING, Any
 
 from agents.common import RunContext, run_reported
@@ -22,8 +23,14 @@ if TYPE_CHECKING:
 
 
 def repo_name(title: str, project_id: str) -> str:
-    """A stable, valid repository name: the title's slug and the project's short id."""
-    slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:60] or "app"
+    """A stable, valid repository name: the title's slug and the project's short id.
+
+    Accented letters keep their base letter (Ünïcødé → unicode), so a title in another
+    language still names its repository.
+    """
+    folded = unicodedata.normalize("NFKD", title.replace("ø", "o").replace("Ø", "O"))
+    ascii_ = folded.encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_.lower()).strip("-")[:60] or "app"
     return f"{slug}-{project_id.replace('-', '')[:8]}"
 
 

@@ -258,13 +258,15 @@ async def cmd_projects(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    table = Table("project", "title", "status", "progress", "repository", "created")
+    table = Table("title", "status", "progress", "repository", "created")
+    # The id whole and on its own column: it is what other commands take, so it must copy.
+    table.add_column("project", no_wrap=True, min_width=36)
     for p in rows:
         style = {"completed": "green", "failed": "red"}.get(p["status"], "yellow")
         status = f"[{style}]{p['status']}[/]"
         repo = p.get("github_url") or ""
-        table.add_row(p["project_id"], p["title"], status, f"{p['progress']}%", repo,
-                      p["created_at"][:19])  # fmt: skip
+        table.add_row(escape(p["title"]), status, f"{p['progress']}%", repo,
+                      p["created_at"][:19], p["project_id"])  # fmt: skip
     console.print(table)
     return 0
 
@@ -460,11 +462,21 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _no_traceback(record: logging.LogRecord) -> bool:
+    record.exc_info = None
+    record.exc_text = None
+    return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `myyc` command."""
     args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
+    if not args.verbose:
+        # A failed agent is in the live log with its reason; its traceback is for -v.
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_no_traceback)
     handler = COMMANDS.get(args.command)
     try:
         if handler is None:  # commands registered by other packages (previews) run themselves

@@ -14,7 +14,11 @@ from schemas.status import ProjectStatus, RunStatus
 NO_NUL = r"^[^\x00]*$"
 
 
-Title = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]
+#: Free text with at least one visible character (a title of spaces names nothing).
+NOT_BLANK = r"^[^\x00]*[^\x00\s][^\x00]*$"
+
+
+Title = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NOT_BLANK)]
 Description = Annotated[str, StringConstraints(max_length=20_000, pattern=NO_NUL)]
 Category = Annotated[str, StringConstraints(max_length=100, pattern=NO_NUL)]
 Task = Annotated[str, StringConstraints(min_length=1, max_length=20_000, pattern=NO_NUL)]

@@ -11,12 +11,10 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from schemas.api import NO_NUL
+from schemas.api import NO_NUL, NOT_BLANK
 from schemas.status import BuildStatus
 
-VibeText = Annotated[
-    str, StringConstraints(strip_whitespace=False, min_length=1, max_length=20_000, pattern=NO_NUL)
-]
+VibeText = Annotated[str, StringConstraints(min_length=1, max_length=20_000, pattern=NOT_BLANK)]
 
 
 class ModelOption(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import Mapping, Sequence
@@ -147,12 +148,15 @@ def _status(project: Project, runs: list[RunLine]) -> StatusResponse:
 async def status(project_id: UUID, services: ServicesDep, caller: CallerDep) -> StatusResponse:
     """A project's status, progress, URLs, and one line per agent run."""
     project = await visible_project(services, caller, project_id)
+    return _status(project, await _run_lines(services, project_id))
+
+
+async def _run_lines(services: Services, project_id: UUID) -> list[RunLine]:
     runs = await services.store.list_runs(project_id=project_id)
     # Runs of one spawn share a start time: order them as the pipeline runs them.
     position = {name: i for i, name in enumerate(("orchestrator", *PIPELINE))}
     runs.sort(key=lambda r: (r.started_at, position.get(r.agent_name, len(position))))
-    lines = [RunLine.model_validate(r, from_attributes=True) for r in runs]
-    return _status(project, lines)
+    return [RunLine.model_validate(r, from_attributes=True) for r in runs]
 
 
 @router.get("/projects", response_model=list[StatusResponse])
@@ -163,4 +167,5 @@ async def projects(
 ) -> list[StatusResponse]:
     """The portfolio: the caller's projects, newest first (servers see all)."""
     rows = await services.store.list_projects(user_id=caller.owner_filter(), limit=limit)
-    return [_status(p, []) for p in rows]
+    lines = await asyncio.gather(*(_run_lines(services, p.id) for p in rows))
+    return [_status(p, runs) for p, runs in zip(rows, lines, strict=True)]

@@ -65,15 +65,18 @@ create trigger admin_settings_updated_at before update on public.admin_settings
   for each row execute function public.set_updated_at();
 
 -- A file's version moves only when its content changes: writing the same content again
--- (a resumed build regenerating a file) is skipped, not a new version.
+-- (a resumed build regenerating a file) keeps its version and its updated_at. The row is
+-- still returned (RETURNING sees it), so writers need not tell the two cases apart.
 alter table public.project_files add column version integer not null default 1;
 create or replace function public.project_files_version() returns trigger
 language plpgsql as $$
 begin
   if new.content is not distinct from old.content then
-    return null;
+    new.version := old.version;
+    new.updated_at := old.updated_at;
+  else
+    new.version := old.version + 1;
   end if;
-  new.version := old.version + 1;
   return new;
 end
 $$;

@@ -367,6 +367,7 @@ class Graph:
         self.log = uuid.uuid4()
         self.event = uuid.uuid4()
         self.chunk = uuid.uuid4()
+        self.approval = uuid.uuid4()
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("insert into auth.users (id) values (%s)", (self.user,))
             conn.execute(
@@ -420,6 +421,20 @@ class Graph:
                 " spec_chunk_id, recommendation)"
                 " values (%s, 'critical', 'rls_disabled', 'public.t', %s, 'enable rls')",
                 (self.session, self.chunk),
+            )
+            conn.execute(
+                "insert into public.approvals (id, token, session_id, project_id, run_id,"
+                " user_id, attempt, reason, expires_at)"
+                " values (%s, %s, %s, %s, %s, %s, 1, 'verification failed',"
+                " now() + interval '1 hour')",
+                (self.approval, f"token-{uuid.uuid4().hex}", self.session, self.project,
+                 self.run, self.user),
+            )  # fmt: skip
+            conn.execute(
+                "insert into public.model_usage (project_id, session_id, run_id, agent_name,"
+                " provider, model, input_tokens, output_tokens)"
+                " values (%s, %s, %s, 'planner', 'offline', 'offline-templates-2', 10, 20)",
+                (self.project, self.session, self.run),
             )
 
 
@@ -642,6 +657,8 @@ PROJECT_ROWS = {
     "preview_sessions": "project_id = %(p)s",
     "spec_chunks": "session_id in (select id from public.build_sessions where project_id = %(p)s)",
     "drift_alerts": "session_id = %(s)s",
+    "approvals": "project_id = %(p)s",
+    "model_usage": "project_id = %(p)s",
 }
 
 
@@ -698,6 +715,13 @@ BAD_VALUES = [
     ("project_plan", "priority", "urgent", "project_plan_priority_check"),
     ("deployments", "status", "live", "deployments_status_check"),
     ("drift_alerts", "severity", "meh", "drift_alerts_severity_check"),
+    ("approvals", "status", "approved", "approvals_status_check"),
+    ("approvals", "attempt", 0, "approvals_attempt_check"),
+    ("approvals", "token", "too-short", "approvals_token_check"),
+    ("model_usage", "input_tokens", -1, "model_usage_input_tokens_check"),
+    ("model_usage", "output_tokens", -1, "model_usage_output_tokens_check"),
+    ("model_usage", "attempts", 0, "model_usage_attempts_check"),
+    ("admin_settings", "key", "", "admin_settings_key_check"),
 ]
 
 
@@ -727,6 +751,22 @@ def _insert_with(
             "resource": "r",
             "recommendation": "r",
         },
+        # Attempt 2: the graph's approval of this session is attempt 1.
+        "approvals": {
+            "token": f"token-{uuid.uuid4().hex}",
+            "session_id": graph.session,
+            "project_id": graph.project,
+            "attempt": 2,
+            "reason": "r",
+            "expires_at": "2100-01-01T00:00:00Z",
+        },
+        "model_usage": {
+            "project_id": graph.project,
+            "agent_name": "codegen",
+            "provider": "offline",
+            "model": "m",
+        },
+        "admin_settings": {"key": f"k-{uuid.uuid4()}", "value": '{"v": 1}'},
     }
     row = base[table] | {column: value}
     conn.execute(
@@ -809,7 +849,10 @@ UPDATED_AT_TABLES = {
     "deployments": ("url", "https://x.example"),
     "preview_sessions": ("error_message", "oops"),
     "project_files": ("content", "x"),
+    "admin_settings": ("key", "renamed-setting"),
 }
+#: The column that records when the row was made (which the trigger must leave alone), if any.
+CREATED_COLUMN: dict[str, str | None] = {"agent_runs": "started_at", "admin_settings": None}
 
 
 def test_every_table_with_updated_at_has_the_trigger(db_url: str) -> None:
@@ -844,19 +887,28 @@ def test_update_bumps_updated_at(db_url: str, graph: Graph, table: str) -> None:
         if table == "prompts":
             conn.execute("insert into public.prompts (name, content) values ('trigger-test', 'c')")
             where, key = sql.SQL("name = %s"), "trigger-test"
+        elif table == "admin_settings":
+            row = conn.execute(
+                "insert into public.admin_settings (key, value) values ('trigger-test', '1')"
+                " returning id"
+            ).fetchone()
+            assert row is not None
+            where, key = sql.SQL("id = %s"), row[0]
         else:
             row = conn.execute(sql.SQL("select id from public.{} limit 1").format(ident)).fetchone()
             assert row is not None
             where, key = sql.SQL("id = %s"), row[0]
         # Pretend the row is old, bypassing the trigger for this one statement.
-        created_column = sql.Identifier("started_at" if table == "agent_runs" else "created_at")
+        created_name = CREATED_COLUMN.get(table, "created_at")
+        backdated = ["updated_at"] if created_name is None else ["updated_at", created_name]
         conn.execute(sql.SQL("alter table public.{} disable trigger user").format(ident))
         conn.execute(
-            sql.SQL("update public.{} set updated_at = %s, {} = %s where ").format(
-                ident, created_column
+            sql.SQL("update public.{} set {} where ").format(
+                ident,
+                sql.SQL(", ").join(sql.SQL("{} = %s").format(sql.Identifier(c)) for c in backdated),
             )
             + where,
-            (old, old, key),
+            (*[old] * len(backdated), key),
         )
         conn.execute(sql.SQL("alter table public.{} enable trigger user").format(ident))
 
@@ -872,18 +924,23 @@ def test_update_bumps_updated_at(db_url: str, graph: Graph, table: str) -> None:
             sql.SQL("update public.{} set updated_at = %s where ").format(ident) + where,
             (old, key),
         )
+        # The other backdated column, or (a table without one) the value that was not updated.
+        untouched = sql.Identifier(created_name or "value")
         row = conn.execute(
             sql.SQL("select updated_at, {}, {} from public.{} where ").format(
-                created_column, sql.Identifier(column), ident
+                untouched, sql.Identifier(column), ident
             )
             + where,
             (key,),
         ).fetchone()
     assert row is not None
-    updated_at, created_at, current = row
+    updated_at, other, current = row
     assert current == value
     assert updated_at >= db_now[0]
-    assert str(created_at.year) == "2001"  # the trigger touches updated_at only
+    if created_name is None:
+        assert other == 1  # admin_settings: the trigger touches updated_at only
+    else:
+        assert str(other.year) == "2001"  # the trigger touches updated_at only
 
 
 # --------------------------------------------------------------------------- rollup_project

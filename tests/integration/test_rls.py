@@ -10,7 +10,8 @@ logged in as `authenticator` (NOINHERIT),
 As the superuser, two users (A and B) and one ownerless "local" project are seeded, each with
 a full graph of rows: project, build session, agent run, two log events (one belonging to the
 build session, so it is also a build_events row), activity, plan item, deployment, preview
-session, spec chunk and drift alert; plus one prompt.
+session, spec chunk, drift alert, project file, approval and model usage row; plus one prompt
+and one admin setting (the tables no user owns).
 
 The matrix is principal (anon, user A, user B, service_role) x operation (select, insert,
 update, delete) x relation. Users see exactly their own rows, anon sees nothing,
@@ -20,7 +21,8 @@ the whole database is fingerprinted after every refused write to prove no row ch
 
 The matrix is checked against the catalog: a public table or view the matrix does not know,
 a table without RLS, a view that is not security_invoker, a grant or a realtime
-publication membership other than the migrations intend, fails here.
+publication membership other than the migrations intend, a function the API roles may call,
+or a LangGraph checkpoint schema they may reach, fails here.
 """
 
 from __future__ import annotations
@@ -54,16 +56,25 @@ TABLES = (
     "spec_chunks",
     "drift_alerts",
     "project_files",
+    "approvals",
+    "model_usage",
+    "admin_settings",
 )
 #: Every view in the public schema.
 VIEWS = ("build_events",)
 RELATIONS = TABLES + VIEWS
 
 #: Relations with no owner: no user ever sees a row.
-UNOWNED = frozenset({"prompts"})
+UNOWNED = frozenset({"prompts", "admin_settings"})
 
 #: The tables the migrations put in the supabase_realtime publication.
-REALTIME = frozenset(TABLES) - {"prompts", "spec_chunks", "project_files"}
+REALTIME = frozenset(TABLES) - {
+    "prompts",
+    "spec_chunks",
+    "project_files",
+    "model_usage",
+    "admin_settings",
+}
 
 DENIED = "denied (42501 permission denied)"
 ZERO_ROWS = "zero rows affected"
@@ -71,7 +82,7 @@ ZERO_ROWS = "zero rows affected"
 #: How a select by anon or a user is refused or filtered, per relation.
 #: FILTERED means RLS hides other rows; DENIED means the role has no SELECT grant at all.
 FILTERED = "filtered by RLS"
-READ_OUTCOME = {rel: FILTERED for rel in RELATIONS} | {"prompts": DENIED}
+READ_OUTCOME = {rel: FILTERED for rel in RELATIONS} | {rel: DENIED for rel in UNOWNED}
 
 #: How each write by anon or a user is refused, per relation. The migrations grant the API
 #: roles SELECT only, so every write is a permission error before RLS is even consulted.
@@ -94,6 +105,9 @@ UPDATE_COLUMN = {
     "spec_chunks": "content",
     "drift_alerts": "recommendation",
     "project_files": "content",
+    "approvals": "reason",
+    "model_usage": "model",
+    "admin_settings": "key",
 }
 
 ALL_PRIVILEGES = frozenset(
@@ -166,7 +180,7 @@ def seed_graph(conn: psycopg.Connection[Any], tag: str, owner: uuid.UUID | None)
     run, log, event = _id(tag, "run"), _id(tag, "log"), _id(tag, "event")
     activity, plan, deployment = _id(tag, "activity"), _id(tag, "plan"), _id(tag, "deploy")
     preview, alert, writer = _id(tag, "preview"), _id(tag, "alert"), _id(tag, "writer")
-    file = _id(tag, "file")
+    file, approval, usage = _id(tag, "file"), _id(tag, "approval"), _id(tag, "usage")
     conn.execute(
         "insert into public.projects (id, user_id, title) values (%s, %s, %s)",
         (g.project, owner, f"project {tag}"),
@@ -218,6 +232,19 @@ def seed_graph(conn: psycopg.Connection[Any], tag: str, owner: uuid.UUID | None)
         "insert into public.project_files (id, project_id, path, content) values (%s, %s, %s, %s)",
         (file, g.project, f"src/{tag}.js", f"// {tag}"),
     )
+    conn.execute(
+        "insert into public.approvals (id, token, session_id, project_id, run_id, user_id,"
+        " attempt, reason, expires_at) values (%s, %s, %s, %s, %s, %s, 1, %s,"
+        " now() + interval '1 hour')",
+        (approval, f"token-{approval.hex}", g.session, g.project, run, owner,
+         f"verification failed ({tag})"),
+    )  # fmt: skip
+    conn.execute(
+        "insert into public.model_usage (id, project_id, session_id, run_id, agent_name,"
+        " provider, model, input_tokens, output_tokens, cost_usd)"
+        " values (%s, %s, %s, %s, 'planner', 'offline', %s, 100, 200, 0.0125)",
+        (usage, g.project, g.session, run, f"model-{tag}"),
+    )
     g.ids = {
         "projects": {g.project},
         "build_sessions": {g.session},
@@ -232,6 +259,9 @@ def seed_graph(conn: psycopg.Connection[Any], tag: str, owner: uuid.UUID | None)
         "spec_chunks": {g.chunk},
         "drift_alerts": {alert},
         "project_files": {file},
+        "approvals": {approval},
+        "model_usage": {usage},
+        "admin_settings": set(),
     }
     return g
 
@@ -301,6 +331,21 @@ def insert_statement(rel: str, g: Graph, new_id: uuid.UUID) -> tuple[str, tuple[
             " values (%s, %s, %s, 'x')",
             (new_id, g.project, f"new/{tag}.txt"),
         ),
+        # Attempt 2: the graph's approval of this session is attempt 1.
+        "approvals": (
+            "insert into public.approvals (id, token, session_id, project_id, user_id, attempt,"
+            " reason, expires_at) values (%s, %s, %s, %s, %s, 2, %s, now() + interval '1 hour')",
+            (new_id, f"token-{new_id.hex}", g.session, g.project, owner, tag),
+        ),
+        "model_usage": (
+            "insert into public.model_usage (id, project_id, session_id, agent_name, provider,"
+            " model) values (%s, %s, %s, 'codegen', 'offline', %s)",
+            (new_id, g.project, g.session, tag),
+        ),
+        "admin_settings": (
+            "insert into public.admin_settings (id, key, value) values (%s, %s, '{\"on\": true}')",
+            (new_id, tag),
+        ),
     }
     return statements[rel]
 
@@ -316,7 +361,8 @@ class Seeded:
     api: psycopg.Connection[Any]
     """Logged in as `authenticator`, as PostgREST is: every request goes through here."""
     graphs: dict[str, Graph]
-    prompt: uuid.UUID
+    unowned: dict[str, uuid.UUID]
+    """Per relation no user owns, its seeded row."""
     baseline: dict[str, str]
     all_ids: dict[str, set[uuid.UUID]]
 
@@ -370,15 +416,21 @@ def seeded(server_url: str) -> Iterator[Seeded]:
             B.name: seed_graph(conn, "b", USER_B),
             "local": seed_graph(conn, "local", None),
         }
-        prompt = _id("prompt")
+        unowned = {"prompts": _id("prompt"), "admin_settings": _id("setting")}
         conn.execute(
             "insert into public.prompts (id, name, content, is_active)"
             " values (%s, 'rls-test', 'you are a test', true)",
-            (prompt,),
+            (unowned["prompts"],),
         )
+        conn.execute(
+            "insert into public.admin_settings (id, key, value)"
+            """ values (%s, 'model', '{"provider": "offline"}')""",
+            (unowned["admin_settings"],),
+        )
+        assert set(unowned) == UNOWNED
         base = fingerprint(conn)
         ids = all_ids(conn)
-        yield Seeded(url, conn, api, graphs, prompt, base, ids)
+        yield Seeded(url, conn, api, graphs, unowned, base, ids)
     dbname = url.partition("?")[0].rsplit("/", 1)[1]
     with psycopg.connect(server_url, autocommit=True) as admin:
         admin.execute(sql.SQL("drop database if exists {}").format(sql.Identifier(dbname)))
@@ -399,7 +451,9 @@ def request_as(
 
 
 def attempt(
-    conn: psycopg.Connection[Any], query: str | sql.Composable, params: tuple[Any, ...] = ()
+    conn: psycopg.Connection[Any],
+    query: str | sql.Composable,
+    params: tuple[Any, ...] | dict[str, Any] = (),
 ) -> psycopg.Cursor[Any] | psycopg.Error:
     """Run one statement under a savepoint; return its cursor or the error it raised."""
     conn.execute("savepoint attempt")
@@ -450,7 +504,8 @@ def test_seed_covers_every_relation(seeded: Seeded) -> None:
             assert seeded.graphs[B.name].ids[rel], rel
             assert not seeded.graphs[A.name].ids[rel] & seeded.graphs[B.name].ids[rel]
             assert seeded.graphs[A.name].ids[rel] <= seeded.all_ids[rel]
-    assert seeded.prompt in seeded.all_ids["prompts"]
+    for rel, row in seeded.unowned.items():
+        assert row in seeded.all_ids[rel], rel
 
 
 def test_matrix_covers_every_public_table(seeded: Seeded) -> None:
@@ -540,6 +595,91 @@ def test_only_the_service_role_may_call_rollup_project(seeded: Seeded) -> None:
         ).fetchone()
     # The seeded project's only run is pending: the rollup keeps it spawning at 0 %.
     assert row == (project, "spawning", 0)
+
+
+#: Every callable (non-trigger) function in the public schema: the service role's only.
+SERVICE_FUNCTIONS = frozenset(
+    {
+        "build_lease_owners()",
+        "claim_build(uuid,text,double precision,text)",
+        "decide_approval(text,text,text)",
+        "expire_approvals(integer)",
+        "read_events(uuid,jsonb,text,text,integer)",
+        "reclaimable_builds(double precision,integer,text[])",
+        "release_build_lease(uuid,text)",
+        "renew_build_lease(uuid,text,double precision)",
+        "rollup_project(uuid)",
+        "spawn_build(text,text,text,uuid,text,text[],text,text,jsonb,text)",
+        "spawn_project(text,text,text,uuid,text,text[])",
+        "stalled_runs(double precision,integer)",
+    }
+)
+
+
+def test_only_the_service_role_may_call_the_public_functions(seeded: Seeded) -> None:
+    rows = seeded.admin.execute(
+        "select p.oid::regprocedure::text, has_function_privilege('anon', p.oid, 'execute'),"
+        " has_function_privilege('authenticated', p.oid, 'execute'),"
+        " has_function_privilege('service_role', p.oid, 'execute')"
+        " from pg_proc p join pg_namespace n on n.oid = p.pronamespace"
+        " where n.nspname = 'public' and p.prorettype <> 'trigger'::regtype"
+    ).fetchall()
+    assert {r[0]: tuple(r[1:]) for r in rows} == {
+        fn: (False, False, True) for fn in SERVICE_FUNCTIONS
+    }
+
+
+#: A call per pipeline function that would change rows (or read across tenants), as user A's
+#: own build would make it: each is refused before it runs.
+PIPELINE_CALLS = {
+    "claim_build": "select * from public.claim_build(%(session)s, 'user-a', 60, null)",
+    "renew_build_lease": "select * from public.renew_build_lease(%(session)s, 'user-a', 60)",
+    "release_build_lease": "select public.release_build_lease(%(session)s, 'user-a')",
+    "reclaimable_builds": "select * from public.reclaimable_builds(0, 100, '{}')",
+    "build_lease_owners": "select * from public.build_lease_owners()",
+    "stalled_runs": "select * from public.stalled_runs(0, 100)",
+    "decide_approval": "select * from public.decide_approval(%(token)s, 'approve', 'mine')",
+    "expire_approvals": "select * from public.expire_approvals(100)",
+    "spawn_build": (
+        "select public.spawn_build('t', null, null, %(user)s, null, '{planner}', 'saas',"
+        " null, '{}')"
+    ),
+}
+
+
+@pytest.mark.parametrize("call", sorted(PIPELINE_CALLS))
+@pytest.mark.parametrize("principal", [ANON, A], ids=lambda p: p.name)
+def test_api_roles_cannot_call_the_pipeline_functions(
+    seeded: Seeded, principal: Principal, call: str
+) -> None:
+    graph = seeded.graphs[A.name]
+    token = seeded.admin.execute(
+        "select token from public.approvals where session_id = %s", (graph.session,)
+    ).fetchone()
+    assert token is not None
+    params = {"session": graph.session, "token": token[0], "user": USER_A}
+    with request_as(seeded.api, principal) as conn:
+        outcome = attempt(conn, PIPELINE_CALLS[call], params)
+        assert isinstance(outcome, errors.InsufficientPrivilege), outcome
+        assert outcome.diag.message_primary == f"permission denied for function {call}"
+        _assert_unchanged(seeded, conn)
+    # The same call is a valid one: the service role makes it (rolled back, as every request).
+    with request_as(seeded.api, SERVICE) as conn:
+        outcome = attempt(conn, PIPELINE_CALLS[call], params)
+        assert not isinstance(outcome, psycopg.Error), outcome
+
+
+def test_the_langgraph_checkpoints_are_out_of_the_api_roles_reach(seeded: Seeded) -> None:
+    rows = seeded.admin.execute(
+        "select r.rolname, has_schema_privilege(r.rolname, 'langgraph', 'usage'),"
+        " has_schema_privilege(r.rolname, 'langgraph', 'create')"
+        " from pg_roles r where r.rolname in ('anon', 'authenticated', 'service_role')"
+    ).fetchall()
+    assert {r[0]: (r[1], r[2]) for r in rows} == {
+        "anon": (False, False),
+        "authenticated": (False, False),
+        "service_role": (True, True),
+    }
 
 
 # --------------------------------------------------------------------------- select
@@ -650,7 +790,7 @@ def _assert_unchanged(seeded: Seeded, conn: psycopg.Connection[Any]) -> None:
 
 def _target_rows(seeded: Seeded, rel: str, graph: str) -> list[uuid.UUID]:
     if rel in UNOWNED:
-        return [seeded.prompt]
+        return [seeded.unowned[rel]]
     return sorted(seeded.graphs[graph].ids[rel])
 
 

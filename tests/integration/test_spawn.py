@@ -25,6 +25,7 @@ from api.auth import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
 from core.services import Services
 from local.remote import RemoteClient
 from schemas.events import Cursor
+from schemas.pipeline import PIPELINE
 from schemas.settings import Settings
 from tests.support import serve
 
@@ -81,47 +82,82 @@ async def test_spawn_runs_the_agents_to_completion(
         final = await asyncio.wait_for(client.follow(spawned.project_id, events.append), 60)
     assert final == "completed"
     project_id = UUID(spawned.project_id)
+    # The orchestrator closes the build before the last runs complete the project: a follower
+    # who stops at "completed" finds the build's outcome in place, its closing event just seen.
+    session = await services.store.get_session(UUID(spawned.build_id or ""))
+    assert session.status == "succeeded"
+    types = [e.data.get("type") for e in events]
+    assert types[-1] == "project_status"
+    assert types.count("build_succeeded") == 1
 
     async with httpx.AsyncClient(base_url=base) as http:
         path = f"/status/{project_id}"
         status = (await http.get(path, headers=_signed("GET", path))).json()
     assert status["status"] == "completed"
     assert status["progress"] == 100
+    # One run per agent of the pipeline (schemas.pipeline.PIPELINE), in its order; with
+    # previews off (tests/conftest.py) the preview agent completes without starting one.
     assert [(r["agent_name"], r["status"]) for r in status["runs"]] == [
-        ("planner", "completed"), ("github", "completed"),
+        ("planner", "completed"), ("codegen", "completed"), ("github", "completed"),
+        ("preview", "completed"), ("verifier", "completed"),
     ]  # fmt: skip
     assert status["github_url"].startswith("file://")
 
+    # The offline provider's app for this idea: the shell, the shared core, one script per
+    # feature module of the plan (the entries base, and the food idea's meal plan, ingredient
+    # tags and shopping list), the entry point, the README and package.json.
+    app_files = [
+        "README.md", "app.js", "index.html", "js/core.js", "js/entries.js",
+        "js/ingredient-tags.js", "js/meal-plan.js", "js/shopping-list.js", "package.json",
+        "styles.css",
+    ]  # fmt: skip
+    stored = await services.store.get_files(project_id)
+    assert sorted(stored) == app_files
     clone = tmp_path / "clone"
     await asyncio.to_thread(_git, "clone", "-q", status["github_url"], str(clone))
     assert "AI Recipe App" in (clone / "index.html").read_text()
-    assert {"index.html", "app.js", "styles.css", "README.md", "package.json"} <= {
-        p.name for p in clone.iterdir()
-    }
+    tree = sorted(
+        p.relative_to(clone).as_posix()
+        for p in clone.rglob("*")
+        if p.is_file() and ".git" not in p.relative_to(clone).parts
+    )
+    assert tree == app_files
+    # The repository holds exactly what project_files holds.
+    assert {path: (clone / path).read_text() for path in tree} == stored
     # auto_init's README commit, then every file of the app in one commit.
     log = (await asyncio.to_thread(_git, "-C", str(clone), "log", "--format=%s")).splitlines()
     assert log == ["Initial app from myyc: AI Recipe App", "Initial commit"]
     changed = (
         await asyncio.to_thread(_git, "-C", str(clone), "show", "--name-only", "--format=", "HEAD")
     ).split()
-    assert sorted(changed) == ["README.md", "app.js", "index.html", "package.json", "styles.css"]
+    assert sorted(changed) == app_files
+    head = (await asyncio.to_thread(_git, "-C", str(clone), "rev-parse", "HEAD")).strip()
+    assert session.outputs == {
+        "github_url": status["github_url"], "preview_url": None, "files": app_files,
+        "commit": head, "verified": True, "decision": None,
+    }  # fmt: skip
 
     plan = await services.store.list_plan(project_id)
     assert plan[0].priority == "high"
     assert any("ingredient" in p.feature for p in plan)  # the food category's extra feature
     actions = [a.action for a in await services.store.list_activity(project_id)]
-    assert actions == ["plan_created", "repository_created"]
+    assert actions == ["plan_created", "files_written", "repository_created"]
     agents = {e.data.get("agent_name") for e in events} - {None}
-    assert {"planner", "github"} <= agents
-    assert "plan_created" in [e.data.get("type") for e in events]
-    # The project completes with its last run; the orchestrator closes the build just after.
+    assert {"orchestrator", "planner", "codegen", "github", "preview", "verifier"} <= agents
+    assert "plan_created" in types
+    written = [e.data["data"]["filePath"] for e in events if e.data.get("type") == "file:update"]
+    assert sorted(set(written)) == app_files
+    verifications = [e.data["data"] for e in events if e.data.get("type") == "verification"]
+    assert [(v["passed"], v["attempt"]) for v in verifications] == [(True, 1)]
+    # Nothing comes after the project's final status: the follower saw the whole log.
     assert isinstance(services.dispatcher, LocalDispatcher)
     await asyncio.wait_for(services.dispatcher.join(), 30)
     await services.writer.flush()
     page = await services.store.read_events(project_id, after=Cursor(), limit=10_000)
-    assert page[-1].type == "build_succeeded"
-    session = await services.store.get_session(UUID(spawned.build_id or ""))
-    assert session.status == "succeeded"
+    assert [str(e.id) for e in page] == [e.data["id"] for e in events]
+    assert page[-1].type == "project_status"
+    assert page[-1].data is not None
+    assert page[-1].data["status"] == "completed"
 
 
 async def test_one_idempotency_key_makes_one_project(
@@ -369,3 +405,15 @@ async def test_agents_run_starts_the_orchestrator_on_a_task(api: tuple[str, Serv
     assert mine["status"] == "completed"
     assert mine["task_id"] == str(task)
     assert (await services.store.get_project(project.id)).status == "completed"
+    # The orchestrator's own run, then one per agent of the pipeline, all completed.
+    runs = {r.agent_name: r for r in await services.store.list_runs(project_id=project.id)}
+    assert sorted(runs) == sorted(["orchestrator", *PIPELINE])
+    assert {name: r.status for name, r in runs.items()} == dict.fromkeys(runs, "completed")
+    [session_id] = {r.session_id for r in runs.values()}
+    assert session_id is not None
+    assert sorted(await services.store.get_files(project.id)) == [
+        "README.md", "app.js", "index.html", "js/core.js", "js/entries.js",
+        "js/weekly-goal.js", "package.json", "styles.css",
+    ]  # fmt: skip
+    actions = [a.action for a in await services.store.list_activity(project.id)]
+    assert actions == ["plan_created", "files_written", "repository_created"]

@@ -850,3 +850,20 @@ async def test_files_keep_their_version_until_their_content_changes(
     chunks = _rows(db_url, "select chunk_index, content from spec_chunks where session_id = %s"
                   " order by 1", bid)  # fmt: skip
     assert chunks == [(0, "one"), (1, "two")]
+
+
+async def test_writing_a_file_twice_through_the_preview_store_answers_the_row(db_url: str) -> None:
+    """Regression: the version trigger cancelled an update of unchanged content, so the
+    preview store's upsert got no row back and `POST /projects/{id}/files` answered 500."""
+    from store.preview_store import PostgresPreviewStore
+
+    pg = await PostgresStore.open(db_url)
+    files = PostgresPreviewStore.of(pg)
+    try:
+        project = await pg.create_project(NewProject(title="files"))
+        first = await files.put_file(project.id, "a.txt", "same")
+        again = await files.put_file(project.id, "a.txt", "same")
+        assert (again.path, again.content, again.updated_at) == ("a.txt", "same", first.updated_at)
+        assert await pg.file_versions(project.id) == {"a.txt": 1}
+    finally:
+        await pg.close()

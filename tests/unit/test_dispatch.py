@@ -336,12 +336,19 @@ def test_max_concurrency_must_be_positive(services: FakeServices) -> None:
 # -- choosing a dispatcher ---------------------------------------------------------------------
 
 
-def test_not_running_in_modal_here(services: FakeServices) -> None:
+async def test_not_running_in_modal_here(services: FakeServices, agents: Agents) -> None:
     import modal  # imported or not, this process runs no Modal function
 
     assert modal.is_local()
     assert running_in_modal() is False
-    assert isinstance(make_dispatcher(services), LocalDispatcher)
+    d = make_dispatcher(services, agents.registry(), max_concurrency=2)
+    assert isinstance(d, LocalDispatcher)
+    try:
+        # The local dispatcher runs the registry it was given.
+        assert await d.call("echo", tag="local") == {"tag": "local"}
+        assert agents.finished == ["local"]
+    finally:
+        await d.close(timeout=5)
 
 
 @pytest.mark.parametrize(
@@ -369,10 +376,12 @@ def test_running_in_modal_is_detected(
 
 
 def test_inside_modal_the_dispatcher_is_modals(
-    monkeypatch: pytest.MonkeyPatch, services: FakeServices
+    monkeypatch: pytest.MonkeyPatch, services: FakeServices, agents: Agents
 ) -> None:
     monkeypatch.setitem(sys.modules, "modal", types.SimpleNamespace(is_local=lambda: False))
-    assert isinstance(make_dispatcher(services), ModalDispatcher)
+    assert isinstance(
+        make_dispatcher(services, agents.registry(), max_concurrency=2), ModalDispatcher
+    )
 
 
 # -- the Modal dispatcher, offline --------------------------------------------------------------

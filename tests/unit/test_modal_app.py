@@ -55,16 +55,29 @@ def secret_names(info: Any) -> list[str]:
 
 EXPECTED: dict[str, dict[str, Any]] = {
     "orchestrator_agent": {
-        "modal_name": "orchestrator", "timeout": 3600, "max_retries": 1, "schedule": None,
-        "secrets": ["myyc-supabase"], "concurrency": None, "web": False,
+        "modal_name": "orchestrator", "timeout": 3600, "max_retries": 2, "schedule": None,
+        "secrets": ["myyc-supabase", "myyc-hmac"], "concurrency": None, "web": False,
     },
     "planner_agent": {
         "modal_name": "planner", "timeout": 600, "max_retries": 2, "schedule": None,
         "secrets": ["myyc-supabase", "myyc-llm"], "concurrency": None, "web": False,
     },
+    "codegen_agent": {
+        "modal_name": "codegen", "timeout": 1200, "max_retries": 2, "schedule": None,
+        "secrets": ["myyc-supabase", "myyc-llm"], "concurrency": None, "web": False,
+    },
     "github_agent": {
         "modal_name": "github", "timeout": 600, "max_retries": 2, "schedule": None,
         "secrets": ["myyc-supabase", "myyc-github"], "concurrency": None, "web": False,
+    },
+    "preview_agent": {
+        "modal_name": "preview", "timeout": 600, "max_retries": 2, "schedule": None,
+        "secrets": ["myyc-supabase", "myyc-fly", "myyc-hmac"], "concurrency": None,
+        "web": False,
+    },
+    "verifier_agent": {
+        "modal_name": "verifier", "timeout": 600, "max_retries": 2, "schedule": None,
+        "secrets": ["myyc-supabase"], "concurrency": None, "web": False,
     },
     "web": {
         "modal_name": "web", "timeout": 3600, "max_retries": None, "schedule": None,
@@ -73,6 +86,11 @@ EXPECTED: dict[str, dict[str, Any]] = {
     "cleanup_orphans": {
         "modal_name": "cleanup_orphans", "timeout": 300, "max_retries": None,
         "schedule": "Cron('*/10 * * * *', UTC)", "secrets": ["myyc-supabase", "myyc-fly"],
+        "concurrency": None, "web": False,
+    },
+    "recover_builds": {
+        "modal_name": "recover_builds", "timeout": 300, "max_retries": None,
+        "schedule": "Cron('* * * * *', UTC)", "secrets": ["myyc-supabase", "myyc-hmac"],
         "concurrency": None, "web": False,
     },
 }  # fmt: skip
@@ -158,7 +176,12 @@ def test_secrets_are_named_with_required_keys(monkeypatch: pytest.MonkeyPatch) -
     spec.loader.exec_module(copy)
 
     assert asked == {
-        "myyc-supabase": ["SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_JWT_SECRET"],
+        "myyc-supabase": [
+            "SUPABASE_URL",
+            "SUPABASE_SERVICE_ROLE_KEY",
+            "SUPABASE_JWT_SECRET",
+            "DATABASE_URL",
+        ],
         "myyc-hmac": ["MYYC_HMAC_SECRET"],
         "myyc-github": ["GITHUB_TOKEN"],
         "myyc-llm": [],  # either provider's key; neither is required (offline provider)
@@ -200,6 +223,31 @@ async def test_the_cron_runs_with_no_arguments(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setitem(sys.modules, "previews.cleanup", fake)
     assert await modal_app.cleanup_orphans.local() == {"stopped": 0}
     assert ran == [True]
+
+
+async def test_the_recovery_cron_runs_with_no_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
+    # As for cleanup_orphans: a scheduled function takes no arguments; its body reaches
+    # core.runtime.run_recovery (looked up when it runs) and returns what that returns.
+    import core.runtime
+
+    calls: list[tuple[tuple[Any, ...], dict[str, Any]]] = []
+    counts = {"expired_approvals": 0, "stalled_runs": 0, "resumed_builds": 0}
+
+    async def fake_run_recovery(*args: Any, **kwargs: Any) -> dict[str, int]:
+        calls.append((args, kwargs))
+        return counts
+
+    monkeypatch.setattr(core.runtime, "run_recovery", fake_run_recovery)
+    assert await modal_app.recover_builds.local() == counts
+    assert calls == [((), {})]
+
+
+def test_the_real_recovery_entry_point_takes_no_arguments() -> None:
+    import core.runtime
+
+    params = inspect.signature(core.runtime.run_recovery).parameters.values()
+    assert [p for p in params if p.default is inspect.Parameter.empty] == []
+    assert inspect.iscoroutinefunction(core.runtime.run_recovery)
 
 
 def test_the_real_cleanup_entry_point_takes_no_arguments() -> None:
