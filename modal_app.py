@@ -157,7 +157,6 @@ async def cleanup_orphans() -> Any:
     return await run_scheduled_cleanup()
 
 
-# -- `modal run modal_app.py --title …` -----------------------------------------------------------
 @app.function(schedule=modal.Cron("* * * * *"), secrets=[SUPABASE, HMAC], timeout=5 * 60)
 async def recover_builds() -> Any:
     """Resume builds whose owner died, expire approvals, fail stalled runs (agents/recovery.py)."""
@@ -166,6 +165,7 @@ async def recover_builds() -> Any:
     return await run_recovery()
 
 
+# -- `modal run modal_app.py --title …` -----------------------------------------------------------
 @app.local_entrypoint()
 def main(title: str, description: str = "", category: str = "") -> None:
     """Spawn a project on the deployed app and follow its log until it completes or fails.
