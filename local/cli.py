@@ -475,8 +475,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")  # fmt: skip
     if not args.verbose:
         # A failed agent is in the live log with its reason; its traceback is for -v.
-        for handler in logging.getLogger().handlers:
-            handler.addFilter(_no_traceback)
+        for log_handler in logging.getLogger().handlers:
+            log_handler.addFilter(_no_traceback)
     handler = COMMANDS.get(args.command)
     try:
         if handler is None:  # commands registered by other packages (previews) run themselves

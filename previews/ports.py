@@ -18,8 +18,9 @@ from datetime import datetime
 from typing import Final, Protocol
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
+from schemas.base import Model
 from schemas.errors import Conflict, ErrorCode, MyycError
 from schemas.events import Cursor
 from schemas.status import PreviewStatus
@@ -167,7 +168,7 @@ class MachinesDriver(Protocol):
 # ------------------------------------------------------------------------------ rows
 
 
-class PreviewSession(BaseModel):
+class PreviewSession(Model):
     """A row of `preview_sessions` (seed 003's final shape)."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
@@ -203,7 +204,7 @@ class PreviewSession(BaseModel):
         return self.status in LIVE_STATUSES
 
 
-class ProjectFile(BaseModel):
+class ProjectFile(Model):
     """A row of `project_files`: one file of a project's source tree."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")

@@ -6,8 +6,9 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, StringConstraints, model_validator
+from pydantic import ConfigDict, StringConstraints, model_validator
 
+from schemas.base import Model
 from schemas.status import ProjectStatus, RunStatus
 
 #: Free text as PostgreSQL can store it: any characters but NUL.
@@ -24,7 +25,7 @@ Category = Annotated[str, StringConstraints(max_length=100, pattern=NO_NUL)]
 Task = Annotated[str, StringConstraints(min_length=1, max_length=20_000, pattern=NO_NUL)]
 
 
-class SpawnConfig(BaseModel):
+class SpawnConfig(Model):
     """Seed 000's edge-function envelope: `{project_id, config: {title, description}}`."""
 
     model_config = ConfigDict(extra="forbid")
@@ -37,7 +38,7 @@ class SpawnConfig(BaseModel):
     """A free category (e.g. food-tech)."""
 
 
-class SpawnRequest(BaseModel):
+class SpawnRequest(Model):
     """Spawn a project from an idea (seed 000): flat, or in the edge function's envelope."""
 
     model_config = ConfigDict(
@@ -81,7 +82,7 @@ class SpawnRequest(BaseModel):
         return SpawnConfig(title=self.title, description=self.description, category=self.category)
 
 
-class SpawnResponse(BaseModel):
+class SpawnResponse(Model):
     """What a spawn answers (202): ids to follow the project by."""
 
     project_id: UUID
@@ -90,7 +91,7 @@ class SpawnResponse(BaseModel):
     """Its build session."""
 
 
-class RunLine(BaseModel):
+class RunLine(Model):
     """One agent run, as the status shows it."""
 
     id: UUID
@@ -107,7 +108,7 @@ class RunLine(BaseModel):
     """Why it failed."""
 
 
-class StatusResponse(BaseModel):
+class StatusResponse(Model):
     """A project's status (seed 000's GET /status/{project_id})."""
 
     project_id: UUID
@@ -134,7 +135,7 @@ class StatusResponse(BaseModel):
     """One line per agent run."""
 
 
-class AgentRunRequest(BaseModel):
+class AgentRunRequest(Model):
     """Start an agent run (seed 001's POST /agents/run)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -149,7 +150,7 @@ class AgentRunRequest(BaseModel):
     """Which agent runs it: only the orchestrator takes tasks directly."""
 
 
-class AgentRunResponse(BaseModel):
+class AgentRunResponse(Model):
     """The started run."""
 
     run_id: UUID
@@ -158,7 +159,7 @@ class AgentRunResponse(BaseModel):
     """The project the run reports to."""
 
 
-class AgentRunOut(BaseModel):
+class AgentRunOut(Model):
     """An agent run (seed 001's columns)."""
 
     model_config = ConfigDict(from_attributes=True)

@@ -9,15 +9,16 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import ConfigDict, Field, StringConstraints
 
 from schemas.api import NO_NUL, NOT_BLANK
+from schemas.base import Model
 from schemas.status import BuildStatus
 
 VibeText = Annotated[str, StringConstraints(min_length=1, max_length=20_000, pattern=NOT_BLANK)]
 
 
-class ModelOption(BaseModel):
+class ModelOption(Model):
     """A model for this build only (overrides the admin setting and the environment)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -28,7 +29,7 @@ class ModelOption(BaseModel):
     """The model name; the provider's default when absent."""
 
 
-class BuildOptions(BaseModel):
+class BuildOptions(Model):
     """Seed 004's build options, plus the model and whether to start a live preview."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
@@ -45,7 +46,7 @@ class BuildOptions(BaseModel):
     """Start a live preview while building."""
 
 
-class SessionRequest(BaseModel):
+class SessionRequest(Model):
     """Create a build session (seed 004's POST /sessions)."""
 
     model_config = ConfigDict(extra="forbid")
@@ -60,7 +61,7 @@ class SessionRequest(BaseModel):
     """The owner, when a server creates it on a user's behalf (ignored for user callers)."""
 
 
-class SessionCreated(BaseModel):
+class SessionCreated(Model):
     """The new build session."""
 
     sessionId: UUID
@@ -69,7 +70,7 @@ class SessionCreated(BaseModel):
     """The project it builds (GET /status/{project_id}, the live stream)."""
 
 
-class SessionOut(BaseModel):
+class SessionOut(Model):
     """A build session (seed 004's GET /sessions/:id)."""
 
     id: UUID
@@ -98,7 +99,7 @@ class SessionOut(BaseModel):
     """When it was queued."""
 
 
-class BuildEventOut(BaseModel):
+class BuildEventOut(Model):
     """A build event (seed 004's `build_events`)."""
 
     id: UUID
@@ -115,7 +116,7 @@ class BuildEventOut(BaseModel):
     """Structured detail."""
 
 
-class BuildAction(BaseModel):
+class BuildAction(Model):
     """What a cancel or resume did."""
 
     sessionId: UUID
@@ -124,7 +125,7 @@ class BuildAction(BaseModel):
     """Its status now."""
 
 
-class DecisionRequest(BaseModel):
+class DecisionRequest(Model):
     """A person's decision on an escalated build."""
 
     model_config = ConfigDict(extra="forbid")
@@ -135,7 +136,7 @@ class DecisionRequest(BaseModel):
     """Why (kept with the decision; a retry passes it to codegen)."""
 
 
-class ApprovalOut(BaseModel):
+class ApprovalOut(Model):
     """An escalation waiting for (or given) a decision."""
 
     token: str
@@ -158,7 +159,7 @@ class ApprovalOut(BaseModel):
     """When it was decided."""
 
 
-class CostLine(BaseModel):
+class CostLine(Model):
     """Model usage summed for one agent and model."""
 
     agent: str
@@ -177,7 +178,7 @@ class CostLine(BaseModel):
     """List-price cost in USD (None when a model has no price)."""
 
 
-class Costs(BaseModel):
+class Costs(Model):
     """A project's cost ledger, summed."""
 
     projectId: UUID
@@ -196,7 +197,7 @@ class Costs(BaseModel):
     """Per agent and model."""
 
 
-class ModelSetting(BaseModel):
+class ModelSetting(Model):
     """The admin setting choosing the model for new builds (no restart needed)."""
 
     model_config = ConfigDict(extra="forbid")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, Field
+from pydantic import Field
+
+from schemas.base import Model
 
 
 class ErrorCode(StrEnum):
@@ -44,7 +46,7 @@ class ErrorCode(StrEnum):
     """An Idempotency-Key reused with a different request body."""
 
 
-class ErrorDetail(BaseModel):
+class ErrorDetail(Model):
     """What went wrong, for a person and for a program."""
 
     code: ErrorCode
@@ -55,7 +57,7 @@ class ErrorDetail(BaseModel):
     """The request field at fault, dotted (`body.title`), when one is."""
 
 
-class ErrorBody(BaseModel):
+class ErrorBody(Model):
     """The one error body every API answer uses: `{"error": {...}}`."""
 
     error: ErrorDetail

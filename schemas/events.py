@@ -8,8 +8,9 @@ from enum import StrEnum
 from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
+from schemas.base import Model
 from schemas.errors import ValidationFailed
 from schemas.status import LogLevel
 
@@ -59,7 +60,7 @@ LEVELS = frozenset(LogLevel)
 EVENT_TYPES = frozenset(EventType)
 
 
-class Event(BaseModel):
+class Event(Model):
     """One stored event, as readers see it."""
 
     model_config = ConfigDict(frozen=True)

@@ -11,7 +11,9 @@ import posixpath
 import re
 from typing import Literal
 
-from pydantic import BaseModel, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from schemas.base import Model
 
 MAX_FILE_BYTES = 512 * 1024
 MAX_FILES = 40
@@ -43,7 +45,7 @@ def safe_path(value: str) -> str:
     return normal
 
 
-class Feature(BaseModel):
+class Feature(Model):
     """One feature of the plan (a `project_plan` row)."""
 
     key: str = Field(default="", pattern=r"^$|" + FEATURE_KEY)
@@ -62,7 +64,7 @@ class Feature(BaseModel):
         return self
 
 
-class Column(BaseModel):
+class Column(Model):
     """A column of a planned table."""
 
     name: str = Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$")
@@ -71,7 +73,7 @@ class Column(BaseModel):
     """Its SQL type."""
 
 
-class Table(BaseModel):
+class Table(Model):
     """A table the app needs."""
 
     name: str = Field(pattern=r"^[a-z_][a-z0-9_]{0,62}$")
@@ -80,7 +82,7 @@ class Table(BaseModel):
     """Its columns."""
 
 
-class PlannedFile(BaseModel):
+class PlannedFile(Model):
     """A file of the generated app."""
 
     path: str = Field(min_length=1, max_length=300)
@@ -94,7 +96,7 @@ class PlannedFile(BaseModel):
         return safe_path(value)
 
 
-class FileSpec(BaseModel):
+class FileSpec(Model):
     """A file the plan asks codegen to write."""
 
     path: str = Field(min_length=1, max_length=300)
@@ -108,7 +110,7 @@ class FileSpec(BaseModel):
         return safe_path(value)
 
 
-class Plan(BaseModel):
+class Plan(Model):
     """What the planner decided."""
 
     summary: str = Field(max_length=5000)

@@ -6,12 +6,13 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from schemas.base import Model
 from schemas.status import BuildStatus, ProjectStatus, RunStatus
 
 
-class _Row(BaseModel):
+class _Row(Model):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
 
@@ -48,7 +49,7 @@ class Project(_Row):
     """When it last changed."""
 
 
-class NewProject(BaseModel):
+class NewProject(Model):
     """What creating a project needs."""
 
     title: str = Field(min_length=1, max_length=200)
@@ -224,7 +225,7 @@ class AgentRun(_Row):
     """When it last changed."""
 
 
-class NewRun(BaseModel):
+class NewRun(Model):
     """What starting an agent run needs."""
 
     agent_name: str = Field(min_length=1, max_length=100)

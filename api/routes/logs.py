@@ -7,12 +7,12 @@ from uuid import UUID
 
 from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel
 
 from api.auth import CallerDep
 from api.deps import ServicesDep, visible_project
 from api.errors import error_responses
 from api.sse import sse_events
+from schemas.base import Model
 from schemas.events import Cursor, Event
 from schemas.status import LogLevel
 
@@ -22,7 +22,7 @@ router = APIRouter(tags=["logs"])
 CURSOR_PATTERN = r"^([0-9a-f]{32}\.[1-9][0-9]{0,17}(~[0-9a-f]{32}\.[1-9][0-9]{0,17})*)?$"
 
 
-class LogPage(BaseModel):
+class LogPage(Model):
     """A page of events and the cursor to read the next one from."""
 
     events: list[Event]

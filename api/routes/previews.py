@@ -20,7 +20,7 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, FastAPI, Request
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from api.auth import Caller, CallerDep
 from api.deps import ServicesDep
@@ -30,6 +30,7 @@ from previews.ports import ProjectFileStore
 from previews.realtime import broadcast_file_update
 from previews.sessions import PreviewSessions
 from previews.wiring import open_previews
+from schemas.base import Model
 from schemas.errors import NotFound, ValidationFailed
 from schemas.events import EventType
 from schemas.status import PreviewStatus
@@ -66,7 +67,7 @@ async def get_previews(request: Request, services: ServicesDep) -> PreviewSessio
 PreviewsDep = Annotated[PreviewSessions, Depends(get_previews)]
 
 
-class _Camel(BaseModel):
+class _Camel(Model):
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
 
 
