@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import errors
+from api import docs, errors
 from api.auth import ReplayGuard
 from api.limits import BodyLimit, RateLimiter
 from api.routes import agent_runs, builds, logs, previews, projects
@@ -36,8 +36,11 @@ def create_app(services: Services | None = None, settings: Settings | None = Non
         version="0.1.0",
         summary="The backend of an AI app builder: an idea becomes a live project.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     errors.install(app)
+    docs.install(app)
     effective = services.settings if services is not None else (settings or get_settings())
     app.state.replays = ReplayGuard()
     app.state.spawn_limiter = RateLimiter(effective.spawn_rate_per_minute)

@@ -42,13 +42,14 @@ STATUS_BY_CODE: dict[ErrorCode, int] = {
     ErrorCode.build_stalled: 500,
     ErrorCode.canceled: 409,
     ErrorCode.idempotency_mismatch: 422,
+    ErrorCode.method_not_allowed: 405,
 }
 _CODE_BY_STATUS = {
     400: ErrorCode.validation_error,
     401: ErrorCode.unauthorized,
     403: ErrorCode.forbidden,
     404: ErrorCode.not_found,
-    405: ErrorCode.validation_error,
+    405: ErrorCode.method_not_allowed,
     409: ErrorCode.conflict,
     413: ErrorCode.payload_too_large,
     415: ErrorCode.validation_error,
@@ -143,6 +144,12 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         refused = await _stranger(request)
         if refused is not None:
             return refused
+        # A body that is not UTF-8 is as invalid as one that is not JSON: the same 422.
+        return error_response(
+            ErrorDetail(code=ErrorCode.validation_error, field="body",
+                        message="body: not valid JSON (it must be UTF-8 encoded)"),
+            422,
+        )  # fmt: skip
     code = _CODE_BY_STATUS.get(exc.status_code, ErrorCode.internal)
     message = exc.detail if isinstance(exc.detail, str) else "request failed"
     return error_response(

@@ -42,6 +42,8 @@ class ErrorCode(StrEnum):
     """A build kept crashing: reclaimed more often than allowed."""
     canceled = "canceled"
     """Someone canceled the build."""
+    method_not_allowed = "method_not_allowed"
+    """The path exists, but not with this HTTP method (the Allow header lists those it has)."""
     idempotency_mismatch = "idempotency_mismatch"
     """An Idempotency-Key reused with a different request body."""
 

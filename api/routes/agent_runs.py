@@ -22,7 +22,7 @@ router = APIRouter(tags=["agent runs"])
     "/agents/run",
     status_code=202,
     response_model=AgentRunResponse,
-    responses=error_responses(400, 404, 413, 429),
+    responses=error_responses(404, 413, 429),
 )
 async def start_agent_run(
     body: AgentRunRequest, request: Request, services: ServicesDep, caller: CallerDep

@@ -80,7 +80,7 @@ def _session_out(s: BuildSession) -> SessionOut:
     response_model=SessionCreated,
     responses={
         200: {"model": SessionCreated, "description": "A repeated Idempotency-Key."},
-        **error_responses(400, 404, 413, 429, 502),
+        **error_responses(404, 413, 429, 502),
     },
 )
 async def create_session(
@@ -210,7 +210,7 @@ async def get_approval(token: str, services: ServicesDep, caller: CallerDep) -> 
 
 
 @router.post(
-    "/approvals/{token}", response_model=ApprovalOut, responses=error_responses(400, 404, 409, 413)
+    "/approvals/{token}", response_model=ApprovalOut, responses=error_responses(404, 409, 413)
 )
 async def decide(
     token: str, body: DecisionRequest, services: ServicesDep, caller: CallerDep
@@ -258,7 +258,7 @@ async def costs(project_id: UUID, services: ServicesDep, caller: CallerDep) -> C
 
 
 @router.put(
-    "/admin/settings/model", response_model=ModelSetting, responses=error_responses(400, 403, 413)
+    "/admin/settings/model", response_model=ModelSetting, responses=error_responses(403, 413)
 )
 async def set_model(body: ModelSetting, services: ServicesDep, caller: CallerDep) -> ModelSetting:
     """Choose the model new builds use, at runtime (servers only; a build's option wins)."""

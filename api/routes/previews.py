@@ -181,7 +181,7 @@ class FileWritten(_Camel):
     "/sessions/start",
     response_model=StartResponse,
     response_model_by_alias=True,
-    responses=error_responses(400, 404, 413),
+    responses=error_responses(404, 413),
 )
 async def start_session(
     body: StartRequest, caller: CallerDep, previews: PreviewsDep
@@ -193,9 +193,7 @@ async def start_session(
     )
 
 
-@router.post(
-    "/sessions/stop", response_model=StopResponse, responses=error_responses(400, 404, 413)
-)
+@router.post("/sessions/stop", response_model=StopResponse, responses=error_responses(404, 413))
 async def stop_session(body: StopRequest, caller: CallerDep, previews: PreviewsDep) -> StopResponse:
     """End the session and destroy its machine; an ended session is left unchanged."""
     await previews.stop(body.session_id, caller)
@@ -253,7 +251,7 @@ async def list_files(
 @router.post(
     "/projects/{project_id}/files",
     response_model=FileWritten,
-    responses=error_responses(400, 404, 413),
+    responses=error_responses(404, 413),
 )
 async def put_file(
     project_id: UUID,

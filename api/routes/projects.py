@@ -40,7 +40,7 @@ class DispatchFailed(MyycError):
     response_model=SpawnResponse,
     responses={
         200: {"model": SpawnResponse, "description": "A repeated Idempotency-Key."},
-        **error_responses(400, 404, 413, 429, 502),
+        **error_responses(404, 413, 429, 502),
     },
 )
 async def spawn(

@@ -89,3 +89,30 @@ def test_a_failed_spawn_shows_its_reason_without_a_traceback_and_ids_copy_whole(
     project_id = json.loads(listed.stdout)[0]["project_id"]
     table = _myyc("projects", cwd=tmp_path, **env)
     assert project_id in table.stdout
+
+
+async def test_a_wrong_method_is_405_and_a_body_not_utf8_is_422(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Regressions: 405 answers carried `validation_error`; a body that is not UTF-8 answered
+    400 where the docs say 422."""
+    settings = Settings(database_url=db_url, myyc_data_dir=tmp_path,
+                        myyc_hmac_secret=SecretStr(SECRET))  # fmt: skip
+    services = await Services.open(settings)
+    services.dispatcher.pause()
+    try:
+        async with serve(create_app(services)) as base, httpx.AsyncClient(base_url=base) as http:
+            wrong = await http.delete("/spawn", headers=_signed("DELETE", "/spawn"))
+            body = b'{"title": "\xff\xfe"}'
+            bad = await http.post("/spawn", content=body, headers=_signed("POST", "/spawn", body))
+    finally:
+        await services.close()
+    assert wrong.status_code == 405
+    assert wrong.json()["error"]["code"] == "method_not_allowed"
+    assert "POST" in wrong.headers["allow"]
+    assert bad.status_code == 422
+    assert bad.json()["error"] == {
+        "code": "validation_error",
+        "field": "body",
+        "message": "body: not valid JSON (it must be UTF-8 encoded)",
+    }
