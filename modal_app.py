@@ -36,6 +36,7 @@ SUPABASE_IGNORE = ["functions/**", ".*/**"]
 RUNTIME_PINS = (
     "anthropic==2.12.0",
     "fastapi==0.165.0",
+    "fastapi-offline==1.7.7",
     "httpx==0.28.1",
     "langgraph==1.2.22",
     "langgraph-checkpoint-postgres==3.2.0",
