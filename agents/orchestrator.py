@@ -173,45 +173,50 @@ async def close_build(
     error: str | None,
     code: ErrorCode | None,
 ) -> None:
-    """Finish a build that ran to the end: its session, its closing event, then its runs.
+    """Finish a build that ran to the end: outputs and closing event, runs, then the session.
 
-    The runs go last: completing them completes the project (the rollup), and a follower who
-    stops at "project completed" must already find the build's outputs and closing event.
+    Idempotent (the finalize node re-runs after a crash inside it): the outputs and the
+    closing event are written once — `outputs.closed` marks them — and every run transition
+    is guarded. The session is closed last and the project rolled up after it, so the
+    project's final status is the last word: a follower who stops there finds the build's
+    outcome in place, and a crash before it leaves a live, leased session that recovery
+    resumes.
     """
     store, reporter = deps.store, deps.reporter
     pid, bid = UUID(state["project_id"]), UUID(state["build_id"])
     runs = {name: UUID(run_id) for name, run_id in state["runs"].items()}
-    project = await store.get_project(pid)
-    preview = state.get("preview") or {}
-    outputs = {
-        "github_url": project.github_url,
-        "preview_url": preview.get("url"),
-        "files": state.get("files", []),
-        "commit": (state.get("repository") or {}).get("commit"),
-        "verified": bool(state.get("verified")),
-        "decision": state.get("decision"),
-    }
-    changes: dict[str, Any] = {
-        "status": (BuildStatus.succeeded if succeeded else BuildStatus.failed).value,
-        "outputs": outputs,
-        "finished_at": datetime.now(UTC),
-        "presence": {"actor": "architect", "step": "finalize",
-                     "focus": {"type": "function", "name": "build"}, "progress": 1.0},
-    }  # fmt: skip
-    if not succeeded:
-        changes.update({"error": error, "error_code": (code or ErrorCode.agent_failed).value})
-        await store.update_project(pid, {"error": error, "error_code": changes["error_code"]})
-    await store.update_session(bid, changes)
-    await deps.writer.log(pid, "orchestrator", "finalize", type=EventType.presence,
-                          session_id=bid, data=changes["presence"])  # fmt: skip
-    if succeeded:
-        await deps.writer.log(pid, "orchestrator", "Build succeeded", "success",
-                              type=EventType.build_succeeded, session_id=bid,
-                              data=outputs)  # fmt: skip
-    else:
-        await deps.writer.log(pid, "orchestrator", f"Build failed: {error}", "error",
-                              type=EventType.build_failed, session_id=bid,
-                              data={"error": error, "code": changes["error_code"]})  # fmt: skip
+    session = await store.get_session(bid)
+    final = (BuildStatus.succeeded if succeeded else BuildStatus.failed).value
+    error_code = (code or ErrorCode.agent_failed).value
+    if not (session.outputs or {}).get("closed"):
+        project = await store.get_project(pid)
+        preview = state.get("preview") or {}
+        outputs = {
+            "github_url": project.github_url,
+            "preview_url": preview.get("url"),
+            "files": state.get("files", []),
+            "commit": (state.get("repository") or {}).get("commit"),
+            "verified": bool(state.get("verified")),
+            "decision": state.get("decision"),
+            "closed": final,
+        }
+        presence = {"actor": "architect", "step": "finalize",
+                    "focus": {"type": "function", "name": "build"}, "progress": 1.0}  # fmt: skip
+        changes: dict[str, Any] = {"outputs": outputs, "presence": presence}
+        if not succeeded:
+            changes.update({"error": error, "error_code": error_code})
+            await store.update_project(pid, {"error": error, "error_code": error_code})
+        await store.update_session(bid, changes)
+        await deps.writer.log(pid, "orchestrator", "finalize", type=EventType.presence,
+                              session_id=bid, data=presence)  # fmt: skip
+        if succeeded:
+            await deps.writer.log(pid, "orchestrator", "Build succeeded", "success",
+                                  type=EventType.build_succeeded, session_id=bid,
+                                  data=outputs)  # fmt: skip
+        else:
+            await deps.writer.log(pid, "orchestrator", f"Build failed: {error}", "error",
+                                  type=EventType.build_failed, session_id=bid,
+                                  data={"error": error, "code": error_code})  # fmt: skip
     verifier = await store.get_run(runs["verifier"])
     if verifier.status not in TERMINAL_RUN_STATUSES:
         await reporter.complete_run(
@@ -223,9 +228,12 @@ async def close_build(
         if codegen.status in (RunStatus.verification_passed, RunStatus.escalated_to_human):
             await reporter.complete_run(codegen.id, result={"files": state.get("files", [])})
     elif codegen.status not in TERMINAL_RUN_STATUSES:
-        await reporter.fail_run(codegen.id, error=error or "failed",
-                                code=code or ErrorCode.agent_failed)  # fmt: skip
+        await reporter.fail_run(codegen.id, error=error or "failed", code=ErrorCode(error_code))
     await _cancel_pending(deps, pid, bid, "the build ended")
+    await store.update_session(bid, {"status": final, "finished_at": datetime.now(UTC)})
+    # The rollups above kept the project running while its build was live; now it ends.
+    await deps.writer.flush()
+    await store.rollup_project(pid)
 
 
 async def fail_build(deps: AgentDeps, pid: UUID, bid: UUID, error: str, code: ErrorCode) -> None:

@@ -136,7 +136,7 @@ class PreviewSessions:
         for _ in range(3):
             live = await self.store.find_live(project_id)
             if live is not None:
-                reused = await self._reuse(live)
+                reused = await self._reuse(live, project)
                 if reused is not None:
                     return reused
                 continue
@@ -212,8 +212,13 @@ class PreviewSessions:
 
     # lifecycle ----------------------------------------------------------------------------
 
-    async def _reuse(self, live: PreviewSession) -> PreviewSession | None:
-        """The live session, its expiry pushed back; None when it expired (and was ended)."""
+    async def _reuse(self, live: PreviewSession, project: Project) -> PreviewSession | None:
+        """The live session, its expiry pushed back; None when it expired (and was ended).
+
+        A session still `creating` may be one whose starter died mid-boot (a crashed build):
+        it is booted to the end here — the drivers find the session's machine by metadata, so
+        a machine that was made is reused, not made twice.
+        """
         now = self._now()
         if live.expires_at is not None and live.expires_at <= now:
             await self.end_expired(live)
@@ -223,6 +228,9 @@ class PreviewSessions:
         )
         if touched is None:
             return None
+        if touched.status is PreviewStatus.creating:
+            await self._log(touched.project_id, touched, "finishing the boot of this preview")
+            return await self._boot(touched, project)
         await self._log(touched.project_id, touched, "reusing the live preview")
         return touched
 
@@ -249,7 +257,7 @@ class PreviewSessions:
             only_if=frozenset({PreviewStatus.creating}),
         )
         if recorded is None:
-            return await self._stopped_while_booting(session, machine.id)
+            return await self._booted_elsewhere(session, machine.id)
         await self._log(
             session.project_id, session, f"machine {machine.id} created ({self.driver.name})"
         )
@@ -265,7 +273,7 @@ class PreviewSessions:
             only_if=frozenset({PreviewStatus.creating}),
         )
         if active is None:
-            return await self._stopped_while_booting(session, machine.id)
+            return await self._booted_elsewhere(session, machine.id)
         await self.projects.update_project(session.project_id, {"preview_url": machine.url})
         took = self._clock() - started
         await self._log(
@@ -329,6 +337,14 @@ class PreviewSessions:
         if machine_id is not None:
             await self._destroy(current, machine_id)
         return None if failed is None else PreviewBootFailed(failed, reason)
+
+    async def _booted_elsewhere(self, session: PreviewSession, machine_id: str) -> PreviewSession:
+        """The row moved on while we booted: a concurrent start finished the same machine
+        (keep it), or the session was stopped (then the machine is ours alone to remove)."""
+        current = await self.store.get_session(session.id)
+        if current.status is PreviewStatus.active and current.container_id == machine_id:
+            return current
+        return await self._stopped_while_booting(session, machine_id)
 
     async def _stopped_while_booting(
         self, session: PreviewSession, machine_id: str

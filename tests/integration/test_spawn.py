@@ -134,7 +134,7 @@ async def test_spawn_runs_the_agents_to_completion(
     head = (await asyncio.to_thread(_git, "-C", str(clone), "rev-parse", "HEAD")).strip()
     assert session.outputs == {
         "github_url": status["github_url"], "preview_url": None, "files": app_files,
-        "commit": head, "verified": True, "decision": None,
+        "commit": head, "verified": True, "decision": None, "closed": "succeeded",
     }  # fmt: skip
 
     plan = await services.store.list_plan(project_id)
