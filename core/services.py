@@ -72,6 +72,9 @@ class Services:
         `recover=True` also starts the recovery loop (at once, then every third of a lease),
         so a process that runs builds picks up the ones a crashed process left behind.
         """
+        from core import redact
+
+        redact.install(settings)
         if settings.is_local and settings.myyc_hmac_secret is None:
             from local.secret import local_secret
 

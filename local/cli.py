@@ -35,9 +35,10 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
 from rich.table import Table
 
+from core import redact
 from local.remote import TERMINAL_STATUSES, RemoteClient, RemoteError, StreamEvent
 from schemas.pipeline import STEPS
-from schemas.settings import Settings, get_settings
+from schemas.settings import ConfigError, Settings, get_settings
 
 LEVEL_STYLE = {"info": "cyan", "success": "green", "warning": "yellow", "error": "bold red"}
 
@@ -479,9 +480,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             log_handler.addFilter(_no_traceback)
     handler = COMMANDS.get(args.command)
     try:
+        settings = get_settings()
+    except ConfigError as err:
+        err_console.print("[bold red]configuration error:[/]")
+        for problem in err.problems:
+            err_console.print(f"  {escape(problem)}", soft_wrap=True)
+        return 2
+    redact.install(settings)
+    try:
         if handler is None:  # commands registered by other packages (previews) run themselves
             return int(args.func(args))
-        return int(asyncio.run(handler(get_settings(), args)))
+        return int(asyncio.run(handler(settings, args)))
     except RemoteError as err:
         err_console.print(f"[bold red]error:[/] {err.message}")
         return 1

@@ -12,7 +12,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1"})
@@ -187,9 +187,12 @@ class Settings(BaseSettings):
         for name in secrets:
             value = getattr(self, name)
             if value is not None and value.get_secret_value().strip().lower() in _PLACEHOLDERS:
-                raise ValueError(f"{name} is a placeholder; set a real secret")
+                raise ValueError(f"{name.upper()} is a placeholder; set a real secret")
         if (self.supabase_url is None) != (self.supabase_service_role_key is None):
-            raise ValueError("set SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY together")
+            raise ValueError(
+                "SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY go together: set both (the REST"
+                " writer) or neither (DATABASE_URL or the embedded database)"
+            )
         if self.myyc_auth_disabled and not (self.is_local and self.myyc_host in _LOOPBACK):
             raise ValueError("MYYC_AUTH_DISABLED is allowed only in local mode on loopback")
         return self
@@ -219,7 +222,34 @@ class Settings(BaseSettings):
         return self.myyc_data_dir / "spool"
 
 
+class ConfigError(Exception):
+    """The environment's configuration is invalid: one line per problem, no value shown."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def describe(err: ValidationError) -> list[str]:
+    """One line per problem: the variable, what is wrong — never the value (it may be a key)."""
+    lines = []
+    for problem in err.errors(include_input=False, include_url=False, include_context=False):
+        loc = problem.get("loc") or ()
+        message = str(problem.get("msg", "invalid")).removeprefix("Value error, ")
+        name = str(loc[0]).upper() if loc else None
+        lines.append(f"{name}: {message}" if name else message)
+    return lines
+
+
+def load_settings() -> Settings:
+    """Settings from the environment; ConfigError (no traceback, no secrets) when invalid."""
+    try:
+        return Settings()
+    except ValidationError as err:
+        raise ConfigError(describe(err)) from None
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, built once."""
-    return Settings()
+    """The process-wide settings, built once (ConfigError when the environment is invalid)."""
+    return load_settings()
