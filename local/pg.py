@@ -6,6 +6,7 @@ in its data directory only (no TCP port), so several checkouts never collide.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import tempfile
@@ -22,6 +23,38 @@ def _ensure_runtime_dir() -> None:
     runtime = Path(tempfile.gettempdir()) / f"myyc-runtime-{os.getuid()}"
     runtime.mkdir(mode=0o700, exist_ok=True)
     os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    return stat[stat.rfind(")") + 2 : stat.rfind(")") + 3] not in ("Z", "X")
+
+
+def forget_dead_handles(pgdata: Path) -> list[int]:
+    """Drop pids of dead processes from pgserver's handle list; return the ones dropped.
+
+    pgserver stops the server when the last process holding a handle lets go, and counts
+    holders in `.handle_pids.json`. A process that crashed never lets go: its pid stays, and
+    from then on no process ever stops the server. Dead pids are forgotten before starting.
+    """
+    handles = pgdata / ".handle_pids.json"
+    try:
+        pids = json.loads(handles.read_text())
+    except (FileNotFoundError, ValueError):
+        return []
+    if not isinstance(pids, list):
+        return []
+    dead = [pid for pid in pids if isinstance(pid, int) and not _alive(pid)]
+    if dead:
+        handles.write_text(json.dumps([pid for pid in pids if pid not in dead]))
+        logger.info("forgot %d dead embedded-postgres handle(s): %s", len(dead), dead)
+    return dead
 
 
 class EmbeddedPostgres:
@@ -43,6 +76,7 @@ class EmbeddedPostgres:
         import pgserver
 
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        forget_dead_handles(self.pgdata)
         self._server = pgserver.get_server(  # type: ignore[attr-defined]
             self.pgdata, cleanup_mode=None if self._keep_running else "stop"
         )

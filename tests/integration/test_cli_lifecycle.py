@@ -65,3 +65,33 @@ async def test_sigterm_stops_myyc_up_and_its_embedded_postgres() -> None:
             proc.kill()
             await proc.wait()
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def test_after_a_crash_the_next_process_still_stops_the_embedded_postgres() -> None:
+    """Regression: a crashed process left its pid in pgserver's `.handle_pids.json`, and from
+    then on even `myyc projects` left a `postgres` running when it exited."""
+    data_dir = pg_dir("myyc-crash-")
+    crash = (
+        "import os, sys; from pathlib import Path; from local.pg import EmbeddedPostgres;"
+        f" EmbeddedPostgres(Path({str(data_dir)!r})).start(); os._exit(0)"  # no cleanup: a crash
+    )
+    clean = (
+        "from pathlib import Path; from local.pg import EmbeddedPostgres;"
+        f" pg = EmbeddedPostgres(Path({str(data_dir)!r})); pg.start(); pg.close()"
+    )
+    try:
+        for code in (crash, clean):
+            proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code)
+            assert await asyncio.wait_for(proc.wait(), 60) == 0
+            if code is crash:
+                assert _postgres_serving(data_dir)  # the crash left it running
+        for _ in range(100):  # pg_ctl stop -w has returned; the process table catches up
+            if not _postgres_serving(data_dir):
+                break
+            await asyncio.sleep(0.05)
+        assert not _postgres_serving(data_dir)
+    finally:
+        if _postgres_serving(data_dir):  # never leave a server behind, even when failing
+            stop = await asyncio.create_subprocess_exec(sys.executable, "-c", clean)
+            await stop.wait()
+        shutil.rmtree(data_dir, ignore_errors=True)
