@@ -31,7 +31,7 @@ from agents.common import error_of
 from agents.deps import AgentDeps
 from agents.graph import BuildState, build_graph
 from schemas.errors import ErrorCode, IllegalTransition
-from schemas.events import EventType
+from schemas.events import Cursor, EventType
 from schemas.rows import BuildSession
 from schemas.status import TERMINAL_RUN_STATUSES, BuildStatus, ProjectStatus, RunStatus
 
@@ -175,8 +175,9 @@ async def close_build(
 ) -> None:
     """Finish a build that ran to the end: outputs and closing event, runs, then the session.
 
-    Idempotent (the finalize node re-runs after a crash inside it): the outputs and the
-    closing event are written once — `outputs.closed` marks them — and every run transition
+    Idempotent (the finalize node re-runs after a crash inside it): the closing event is
+    logged once — whether it is already stored decides, not a marker written beside it,
+    because a crash can lose an event still queued in the writer — and every run transition
     is guarded. The session is closed last and the project rolled up after it, so the
     project's final status is the last word: a follower who stops there finds the build's
     outcome in place, and a crash before it leaves a live, leased session that recovery
@@ -185,10 +186,9 @@ async def close_build(
     store, reporter = deps.store, deps.reporter
     pid, bid = UUID(state["project_id"]), UUID(state["build_id"])
     runs = {name: UUID(run_id) for name, run_id in state["runs"].items()}
-    session = await store.get_session(bid)
     final = (BuildStatus.succeeded if succeeded else BuildStatus.failed).value
     error_code = (code or ErrorCode.agent_failed).value
-    if not (session.outputs or {}).get("closed"):
+    if not await _closing_logged(deps, pid, bid):
         project = await store.get_project(pid)
         preview = state.get("preview") or {}
         outputs = {
@@ -217,6 +217,7 @@ async def close_build(
             await deps.writer.log(pid, "orchestrator", f"Build failed: {error}", "error",
                                   type=EventType.build_failed, session_id=bid,
                                   data={"error": error, "code": error_code})  # fmt: skip
+        await deps.writer.flush()
     verifier = await store.get_run(runs["verifier"])
     if verifier.status not in TERMINAL_RUN_STATUSES:
         await reporter.complete_run(
@@ -234,6 +235,21 @@ async def close_build(
     # The rollups above kept the project running while its build was live; now it ends.
     await deps.writer.flush()
     await store.rollup_project(pid)
+
+
+async def _closing_logged(deps: AgentDeps, pid: UUID, bid: UUID) -> bool:
+    """Whether the build's build_succeeded / build_failed event is stored already."""
+    await deps.writer.flush()
+    closing = {EventType.build_succeeded.value, EventType.build_failed.value}
+    cursor = Cursor()
+    while True:
+        page = await deps.store.read_events(pid, after=cursor, agent="orchestrator", limit=1000)
+        for event in page:
+            cursor.advance(event)
+            if event.session_id == bid and event.type in closing:
+                return True
+        if len(page) < 1000:
+            return False
 
 
 async def fail_build(deps: AgentDeps, pid: UUID, bid: UUID, error: str, code: ErrorCode) -> None:

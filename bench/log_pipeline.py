@@ -115,7 +115,7 @@ async def bench_latency(
     services: Services, project: uuid.UUID, rate: int, seconds: float
 ) -> tuple[float, float]:
     """log() → SSE client latency at a steady `rate` events/s; returns (p50, p99) in ms."""
-    from tests.support import serve  # the same loopback server helper the tests use
+    from local.server import serve  # the loopback server helper (tests.support re-exports it)
 
     sent: dict[int, float] = {}
     latencies: list[float] = []
