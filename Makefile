@@ -14,6 +14,8 @@ bench:
 	.venv/bin/python -m bench.log_pipeline --quick
 	.venv/bin/python -m bench.spawn --quick
 	.venv/bin/python -m bench.previews --quick
+	.venv/bin/python -m bench.model_stream --quick
+	.venv/bin/python -m bench.pipeline --quick
 
 up:
 	scripts/myyc up
