@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
 from api import docs, errors
 from api.auth import ReplayGuard
 from api.limits import BodyLimit, RateLimiter
 from api.routes import agent_runs, builds, logs, previews, projects
 from core.services import Services
+from schemas.errors import StoreUnavailable
 from schemas.settings import Settings, get_settings
 
 
@@ -50,7 +52,16 @@ def create_app(services: Services | None = None, settings: Settings | None = Non
 
     @app.get("/health", tags=["ops"])
     async def health() -> dict[str, str]:
-        """Liveness: the process answers."""
+        """Liveness: the process answers (whatever its database does)."""
         return {"status": "ok"}
+
+    @app.get("/ready", tags=["ops"], responses=errors.error_responses(503))
+    async def ready(request: Request) -> dict[str, str]:
+        """Readiness: the store answers within 2 s; 503 `store_unavailable` while it does not."""
+        try:
+            await asyncio.wait_for(request.app.state.services.store.list_projects(limit=1), 2.0)
+        except TimeoutError:
+            raise StoreUnavailable("the store did not answer within 2 s") from None
+        return {"status": "ready"}
 
     return app

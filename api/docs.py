@@ -36,7 +36,7 @@ SECURITY_SCHEMES: dict[str, Any] = {
     },
 }
 #: Operations anyone may call.
-PUBLIC = frozenset({"/health"})
+PUBLIC = frozenset({"/health", "/ready"})
 
 
 def install(app: FastAPI) -> None:

@@ -69,6 +69,7 @@ _DESCRIPTIONS = {
     " (`idempotency_mismatch`); `field` names the field.",
     429: "Too many spawns; retry after `Retry-After` seconds.",
     502: "The build could not be started; retry with a new Idempotency-Key.",
+    503: "The store is unavailable right now; retry (`Retry-After` when known).",
 }
 
 

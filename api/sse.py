@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 from uuid import UUID
 
 from schemas.errors import StoreUnavailable
@@ -20,6 +21,11 @@ from store.ports import EventStore
 logger = logging.getLogger(__name__)
 
 PAGE = 1000
+
+
+def _retrieved(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def format_event(event: Event, cursor: Cursor) -> str:
@@ -62,15 +68,33 @@ async def _frames(
 ) -> AsyncIterator[str]:
     yield "retry: 1000\n\n"
     idle = 0.0
+    down = 0
     while True:
+        # Not awaited directly: a client leaving mid-read must not cancel the query under the
+        # pool, and a read that waits on a store that is down (the pool's wait) must not keep
+        # the client from hearing from us.
+        read = asyncio.ensure_future(store.read_events(project_id, after=cursor, limit=PAGE))
+        read.add_done_callback(_retrieved)  # a client gone mid-read leaves no loose exception
+        while not (await asyncio.wait({read}, timeout=keepalive))[0]:
+            yield ": keepalive (waiting for the store)\n\n"
         try:
-            # Shielded: a client leaving mid-read must not cancel the query under the pool.
-            events = await asyncio.shield(store.read_events(project_id, after=cursor, limit=PAGE))
+            events = read.result()
         except StoreUnavailable as err:
-            # The stream outlives an outage: wait and read again from the same cursor.
-            logger.warning("stream read failed (%s); retrying", err)
-            await asyncio.sleep(0.5)
+            # The stream outlives an outage: wait and read again from the same cursor, and
+            # keep the client's connection alive meanwhile (its read timeout is not ours).
+            if down == 0:
+                logger.warning("stream of %s waits for the store (%s)", project_id, err.message)
+            down += 1
+            pause = min(2.0, 0.25 * down)
+            await asyncio.sleep(pause)
+            idle += pause
+            if idle >= keepalive:
+                idle = 0.0
+                yield ": keepalive (the store is unavailable; resuming from the cursor)\n\n"
             continue
+        if down:
+            logger.info("stream of %s resumed after the store came back", project_id)
+            down = 0
         if events:
             frames = []
             for event in events:

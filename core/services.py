@@ -50,6 +50,7 @@ class Services:
     api_url: str | None = None
     dispatcher: Dispatcher = field(init=False)
     _recovery: asyncio.Task[None] | None = field(default=None, repr=False)
+    _keeper: asyncio.Task[None] | None = field(default=None, repr=False)
     _checkpoints: Checkpoints | None = field(default=None, repr=False)
     _checkpoints_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
     _closed: bool = field(default=False, repr=False)
@@ -113,6 +114,10 @@ class Services:
             settings, store, writer, RunReporter(store, writer), hub, embedded, url,
             registry=registry if registry is not None else AGENTS,
         )  # fmt: skip
+        if embedded is not None:
+            services._keeper = asyncio.create_task(
+                _keep_postgres_up(embedded), name="myyc-embedded-postgres"
+            )
         # In Modal the `recover_builds` cron recovers; a local process recovers for itself.
         if recover and isinstance(services.dispatcher, LocalDispatcher):
             services.start_recovery()
@@ -149,10 +154,11 @@ class Services:
         if self._closed:
             return
         self._closed = True
-        if self._recovery is not None:
-            self._recovery.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._recovery
+        for task in (self._recovery, self._keeper):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.dispatcher.close()
         if self._checkpoints is not None:
             await self._checkpoints.close()
@@ -162,3 +168,19 @@ class Services:
         await self.store.close()
         if self.embedded is not None:
             await asyncio.to_thread(self.embedded.close)
+
+
+async def _keep_postgres_up(pg: EmbeddedPostgres, *, every: float = 2.0) -> None:
+    """The process that owns the embedded Postgres restarts it when it dies (a crash, an OOM
+    kill); the pools reconnect by themselves and the LogWriter's spool replays."""
+    while True:
+        await asyncio.sleep(every)
+        if await asyncio.to_thread(pg.running):
+            continue
+        logger.warning("the embedded PostgreSQL is not running: restarting it")
+        try:
+            await asyncio.to_thread(pg.restart_server)
+        except Exception:
+            logger.exception("could not restart the embedded PostgreSQL; trying again")
+        else:
+            logger.info("the embedded PostgreSQL is back")

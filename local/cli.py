@@ -90,6 +90,20 @@ async def _reachable(url: str) -> bool:
         return False
 
 
+async def _ready(url: str) -> None:
+    """A running API that cannot reach its database is an error, not a place to send work."""
+    try:
+        async with httpx.AsyncClient(timeout=5.0) as http:
+            answer = await http.get(url + "/ready")
+    except httpx.HTTPError as err:
+        raise RemoteError(f"the API at {url} answers but is not ready: {err}") from err
+    if answer.status_code != 200:
+        raise RemoteError(
+            f"the API at {url} is up but not ready (HTTP {answer.status_code}): its database"
+            " is unavailable; it recovers by itself when the database is back"
+        )
+
+
 @contextlib.asynccontextmanager
 async def connect(settings: Settings) -> AsyncIterator[Api]:
     """The running API at MYYC_HOST:MYYC_PORT, or one started in this process."""
@@ -97,6 +111,7 @@ async def connect(settings: Settings) -> AsyncIterator[Api]:
     async with contextlib.AsyncExitStack() as stack:
         if await _reachable(url):
             secret = _secret(settings)
+            await _ready(url)
         else:
             # Nothing serves a preview once this command exits: in-process builds make none.
             changes: dict[str, Any] = {"myyc_build_previews": False}

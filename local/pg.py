@@ -92,6 +92,14 @@ class EmbeddedPostgres:
         uri: str = self._server.get_uri()
         return uri
 
+    def running(self) -> bool:
+        """Whether the postgres process (the postmaster in `postmaster.pid`) is alive."""
+        try:
+            pid = int((self.pgdata / "postmaster.pid").read_text().split("\n", 1)[0])
+        except (FileNotFoundError, ValueError):
+            return False
+        return _alive(pid)
+
     def stop_server(self) -> None:
         """Stop the postgres process but keep the handle (for outage tests and restarts)."""
         from pgserver._commands import pg_ctl  # type: ignore[attr-defined]

@@ -155,6 +155,9 @@ class Settings(BaseSettings):
     offline_chunk_delay_ms: float = Field(default=0.0, ge=0.0, le=10_000.0)
     """A pause between the offline provider's streamed chunks (to watch, or to test a crash)."""
 
+    sse_keepalive_seconds: float = Field(default=15.0, gt=0.0, le=300.0)
+    """A live stream says something this often when quiet (also while the store is down)."""
+
     myyc_public_url: str | None = None
     """Where people reach this API (approval links); default: http://MYYC_HOST:MYYC_PORT."""
 

@@ -16,6 +16,8 @@ from uuid import UUID
 
 import psycopg
 
+from clients.retry import RetryPolicy, backoff_delay
+
 logger = logging.getLogger(__name__)
 
 CHANNEL = "myyc_project_logs"
@@ -47,7 +49,7 @@ class EventHub:
 
     def __init__(self, url: str, *, reconnect_delay: float = 0.2) -> None:
         self._url = url
-        self._reconnect_delay = reconnect_delay
+        self._backoff = RetryPolicy(max_attempts=2**31, base_delay=reconnect_delay, max_delay=5.0)
         self._subs: dict[UUID, set[Subscription]] = {}
         self._task: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
@@ -99,6 +101,7 @@ class EventHub:
                 sub.wake()
 
     async def _run(self) -> None:
+        failures = 0
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
@@ -106,10 +109,16 @@ class EventHub:
                 ) as conn:
                     await conn.execute(f"listen {CHANNEL}")
                     self._connected.set()
+                    if failures:
+                        logger.info("event hub reconnected after %d attempt(s)", failures)
+                        failures = 0
                     # Anything may have been written while we were not listening.
                     self._wake_all()
                     async for note in conn.notifies():
                         self._wake(note.payload)
             except psycopg.Error as err:
-                logger.warning("event hub lost its connection (%s); reconnecting", err)
-                await asyncio.sleep(self._reconnect_delay)
+                # One warning per outage, then quiet retries backing off to a few seconds.
+                if failures == 0:
+                    logger.warning("event hub lost its connection (%s); reconnecting", err)
+                failures += 1
+                await asyncio.sleep(backoff_delay(failures, self._backoff))

@@ -89,7 +89,13 @@ async def stream_logs(
         cursor = Cursor.parse(after, field="after")
     await visible_project(services, caller, project_id)
     return StreamingResponse(
-        sse_events(services.store, services.hub, project_id, cursor),
+        sse_events(
+            services.store,
+            services.hub,
+            project_id,
+            cursor,
+            keepalive=services.settings.sse_keepalive_seconds,
+        ),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -72,7 +72,7 @@ JWT_SECRET = "fuzz-jwt-secret-0123456789-abcdefghijklmnop"
 MAX_EXAMPLES = 50
 # h11's limit on a request head, less room for the signature headers and the host.
 MAX_HEAD_BYTES = 16 * 1024 - 512
-PUBLIC = frozenset({"GET /health"})
+PUBLIC = frozenset({"GET /health", "GET /ready"})
 # A silent SSE stream is read for at most this long: enough for the headers and the frame
 # already stored, short enough for 50 examples.
 STREAM_READ_S = 0.5
