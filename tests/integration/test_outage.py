@@ -33,7 +33,10 @@ async def test_an_embedded_postgres_that_dies_is_restarted_and_the_stream_holds_
     assert services.embedded is not None
     try:
         project = (await services.store.create_project(NewProject(title="outage"))).id
-        async with serve(create_app(services)) as base, httpx.AsyncClient(base_url=base, timeout=10.0) as http:
+        async with (
+            serve(create_app(services)) as base,
+            httpx.AsyncClient(base_url=base, timeout=10.0) as http,
+        ):
             assert (await http.get("/ready")).status_code == 200
             lines: list[str] = []
 
