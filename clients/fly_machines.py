@@ -1,7 +1,7 @@
 """Async client for the Fly.io Machines API v1 (https://api.machines.dev/v1).
 
 Fly publishes no Python SDK, so this is ours. It follows Fly's OpenAPI document
-(`shared/specs/fly-machines.openapi.json`): the models below carry the document's field names,
+(`clients/specs/fly-machines.openapi.json`): the models below carry the document's field names,
 and every request the client builds is validated against that document in
 `tests/unit/test_fly_openapi.py`.
 

@@ -4,7 +4,7 @@ Use it in-process with `httpx.AsyncClient(transport=fake.transport())` (an `http
 plus injectable connection faults), or over a real loopback socket with
 `async with fake.serve() as base_url:`. Paths are served under `/v1` like api.machines.dev.
 
-What it answers, following `shared/specs/fly-machines.openapi.json` for routes, bodies and success
+What it answers, following `clients/specs/fly-machines.openapi.json` for routes, bodies and success
 codes (create machine 200, create lease 201, create app 201, metadata writes 204, …) and the
 fact sheet (REFERENCE.md §2) where the document is silent:
 
