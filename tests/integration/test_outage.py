@@ -61,7 +61,8 @@ async def test_an_embedded_postgres_that_dies_is_restarted_and_the_stream_holds_
                 elif saw_down:
                     break
                 await asyncio.sleep(0.05)
-            assert saw_down and ready.status_code == 200
+            assert saw_down
+            assert ready.status_code == 200
             assert not follower.done(), "the stream dropped its client during the outage"
             assert any(line.startswith(": keepalive") for line in lines)
             follower.cancel()
