@@ -57,7 +57,7 @@ from schemathesis.specs.openapi.checks import (
 
 from agents.dispatch import LocalDispatcher
 from api.app import create_app
-from api.auth import SIGNATURE_HEADER, TIMESTAMP_HEADER, WINDOW_S, sign
+from api.auth import NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, WINDOW_S, sign
 from core.services import Services
 from schemas.errors import ErrorCode
 from schemas.settings import Settings
@@ -172,6 +172,9 @@ class HmacAuth(requests.auth.AuthBase):
         path = server_path(urlsplit(request.url or "").path)
         body = body_bytes(request.body)  # type: ignore[arg-type]
         ts = self._fresh_timestamp((method, path, body))
+        # The signer owns the auth headers: a generated nonce (the schema declares the HMAC
+        # scheme, so schemathesis may fill its headers) would be signed text it never saw.
+        request.headers.pop(NONCE_HEADER, None)
         request.headers[TIMESTAMP_HEADER] = str(ts)
         request.headers[SIGNATURE_HEADER] = sign(self._secret, ts, method, path, body)
         return request
