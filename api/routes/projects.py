@@ -76,7 +76,13 @@ async def spawn(
 
 
 async def start_build(services: Services, spawned: Spawned) -> None:
-    """Hand a new build to an orchestrator; a dispatch that fails fails the project (502)."""
+    """Hand a new build to an orchestrator; a dispatch that fails fails the project (502).
+
+    The build says it is queued at once: when agents are busy, an orchestrator may wait its
+    turn, and the person watching sees the build accepted, not silence.
+    """
+    await services.writer.log(spawned.project_id, "orchestrator", "Build queued",
+                              session_id=spawned.build_id)  # fmt: skip
     try:
         await services.dispatcher.spawn(
             "orchestrator", project_id=str(spawned.project_id), build_id=str(spawned.build_id)
