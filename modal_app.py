@@ -60,6 +60,8 @@ NOT_IN_IMAGE = {
 
 image = (
     modal.Image.debian_slim(python_version="3.11")
+    # The verifier runs `node --check` on every generated script.
+    .apt_install("nodejs")
     .uv_pip_install(*RUNTIME_PINS)
     .add_local_python_source(*PACKAGES, ignore=PACKAGE_IGNORE)
     .add_local_dir(ROOT / "supabase", SUPABASE_REMOTE_DIR, ignore=SUPABASE_IGNORE)
