@@ -116,3 +116,20 @@ async def test_a_wrong_method_is_405_and_a_body_not_utf8_is_422(
         "field": "body",
         "message": "body: not valid JSON (it must be UTF-8 encoded)",
     }
+
+
+async def test_plurals_of_plural_titles_are_not_doubled() -> None:
+    """Regression: a title like "Notes" planned "List and search notess"."""
+    from agents.providers import Message, ModelRequest
+    from local.offline_llm import OfflineProvider
+
+    seen = {}
+    for title in ("Notes", "Boxes", "Glass tracker", "Recipes"):
+        request = ModelRequest(purpose="plan", messages=[Message("user", title)],
+                               context={"idea": {"title": title}, "template": None})  # fmt: skip
+        plan = json.loads((await OfflineProvider().complete(request)).text)
+        seen[title] = plan["features"][1]["feature"]
+    assert seen == {
+        "Notes": "List and search notes", "Boxes": "List and search boxes",
+        "Glass tracker": "List and search glasses", "Recipes": "List and search recipes",
+    }  # fmt: skip
