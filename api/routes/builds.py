@@ -19,8 +19,7 @@ from fastapi.responses import JSONResponse
 from api.auth import Caller, CallerDep
 from api.deps import ServicesDep, visible_project
 from api.errors import error_responses
-from api.limits import rate_key
-from api.routes.projects import IdempotencyMismatch, fingerprint, spawn_for, start_build
+from api.routes.projects import accept_build
 from core.services import Services
 from schemas.builds import (
     ApprovalOut,
@@ -36,7 +35,6 @@ from schemas.builds import (
 )
 from schemas.errors import Conflict, ErrorCode, MyycError, NotFound
 from schemas.events import Cursor, EventType
-from schemas.pipeline import PIPELINE
 from schemas.rows import Approval, BuildSession, NewProject
 from schemas.status import BuildStatus
 
@@ -95,25 +93,15 @@ async def create_session(
 ) -> JSONResponse:
     """Create a build session from a vibe and a template (seed 004) and start its graph."""
     user_id = body.userId if caller.is_service else caller.user_id
-    limiter, key = request.app.state.spawn_limiter, rate_key(user_id)
-    charged = limiter.check(key, idempotency_key=idempotency_key) if key is not None else False
     new = NewProject(title=_title(body.vibeText), description=body.vibeText,
                      category=body.template, user_id=user_id,
                      idempotency_key=idempotency_key)  # fmt: skip
-    spawned = await spawn_for(
-        services, new, PIPELINE, template=body.template, vibe_text=body.vibeText,
-        options=body.options.model_dump(mode="json", exclude_none=True),
-        fingerprint=fingerprint(request, body, idempotency_key), user_field="body.userId",
+    spawned = await accept_build(
+        request, services, body, new, user_field="body.userId", template=body.template,
+        vibe_text=body.vibeText, options=body.options.model_dump(mode="json", exclude_none=True),
     )  # fmt: skip
     answer = SessionCreated(sessionId=spawned.build_id, projectId=spawned.project_id)
-    if not spawned.created:
-        if charged and key is not None:
-            limiter.refund(key, idempotency_key=idempotency_key)
-        if spawned.mismatch:
-            raise IdempotencyMismatch()
-        return JSONResponse(answer.model_dump(mode="json"), status_code=200)
-    await start_build(services, spawned)
-    return JSONResponse(answer.model_dump(mode="json"), status_code=202)
+    return JSONResponse(answer.model_dump(mode="json"), status_code=202 if spawned.created else 200)
 
 
 @router.get("/sessions/{id}", response_model=SessionOut, responses=error_responses(404))

@@ -55,24 +55,45 @@ async def spawn(
 ) -> JSONResponse:
     """Create a project from an idea and start its build; answers before the agents run."""
     user_id = body.user_id if caller.is_service else caller.user_id
-    limiter, key = request.app.state.spawn_limiter, rate_key(user_id)
-    charged = limiter.check(key, idempotency_key=idempotency_key) if key is not None else False
     idea = body.idea()
     new = NewProject(
         title=idea.title, description=idea.description, category=idea.category,
         user_id=user_id, idempotency_key=idempotency_key,
     )  # fmt: skip
-    spawned = await spawn_for(services, new, PIPELINE,
-                              fingerprint=fingerprint(request, body, idempotency_key))  # fmt: skip
+    spawned = await accept_build(request, services, body, new)
     answer = SpawnResponse(project_id=spawned.project_id, build_id=spawned.build_id)
+    return JSONResponse(answer.model_dump(mode="json"), status_code=202 if spawned.created else 200)
+
+
+async def accept_build(
+    request: Request,
+    services: Services,
+    body: BaseModel,
+    new: NewProject,
+    *,
+    user_field: str = "body.user_id",
+    template: str | None = None,
+    vibe_text: str | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> Spawned:
+    """What POST /spawn and POST /sessions share: the owner's rate limit (a repeated key is
+    free), the idempotent spawn (another body under a used key is idempotency_mismatch), and
+    the start of a build that was created."""
+    limiter, key = request.app.state.spawn_limiter, rate_key(new.user_id)
+    idempotency_key = new.idempotency_key
+    charged = limiter.check(key, idempotency_key=idempotency_key) if key is not None else False
+    spawned = await spawn_for(
+        services, new, PIPELINE, template=template, vibe_text=vibe_text, options=options,
+        fingerprint=fingerprint(request, body, idempotency_key), user_field=user_field,
+    )  # fmt: skip
     if not spawned.created:
         if charged and key is not None:
             limiter.refund(key, idempotency_key=idempotency_key)
         if spawned.mismatch:
             raise IdempotencyMismatch()
-        return JSONResponse(answer.model_dump(mode="json"), status_code=200)
+        return spawned
     await start_build(services, spawned)
-    return JSONResponse(answer.model_dump(mode="json"), status_code=202)
+    return spawned
 
 
 async def start_build(services: Services, spawned: Spawned) -> None:
