@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,12 +52,19 @@ class RateLimiter:
     Per process: with several API containers each allows the rate, which bounds cost still.
     """
 
-    def __init__(self, per_minute: int, *, max_keys: int = 100_000) -> None:
+    def __init__(
+        self,
+        per_minute: int,
+        *,
+        max_keys: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._capacity = float(per_minute)
         self._rate = per_minute / 60.0
         self._buckets: dict[str, Bucket] = {}
         self._charged: dict[tuple[str, str], float] = {}
         self._max_keys = max_keys
+        self._clock = clock
 
     def check(
         self, key: str, now: float | None = None, *, idempotency_key: str | None = None
@@ -66,7 +74,7 @@ class RateLimiter:
         A request repeating an Idempotency-Key this limiter already charged (lately) costs
         nothing — even fifty at once, before the first has created anything.
         """
-        now = time.monotonic() if now is None else now
+        now = self._clock() if now is None else now
         repeat = (key, idempotency_key) if idempotency_key is not None else None
         if repeat is not None:
             charged_at = self._charged.get(repeat)

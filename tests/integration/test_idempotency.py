@@ -18,6 +18,7 @@ from pydantic import SecretStr
 
 from api.app import create_app
 from api.auth import SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from api.limits import RateLimiter
 from core.services import Services
 from schemas.settings import Settings
 from tests.support import serve
@@ -34,8 +35,11 @@ async def api(db_url: str, tmp_path: Path) -> AsyncIterator[tuple[str, str, Serv
                         myyc_hmac_secret=SecretStr(SECRET), spawn_rate_per_minute=30)  # fmt: skip
     services = await Services.open(settings)
     services.dispatcher.pause()  # the answers are what is tested, not the builds
+    app = create_app(services)
+    # A stopped clock: the bucket never refills during the test, however slow the machine.
+    app.state.spawn_limiter = RateLimiter(30, clock=lambda: 1_000.0)
     try:
-        async with serve(create_app(services)) as base:
+        async with serve(app) as base:
             yield base, str(user), services
     finally:
         await services.close()
