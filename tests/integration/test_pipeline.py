@@ -234,7 +234,7 @@ async def test_a_running_preview_serves_files_while_codegen_is_still_writing(
 
     from previews.local_driver import LocalMachines
 
-    settings = pipeline_settings(db_url, tmp_path, offline_chunk_delay_ms=25.0,
+    settings = pipeline_settings(db_url, tmp_path, offline_chunk_delay_ms=60.0,
                                  myyc_build_previews=True)  # fmt: skip
     services = await Services.open(settings, recover=True)
     try:
