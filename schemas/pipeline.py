@@ -6,8 +6,6 @@ importing the agents themselves.
 
 from __future__ import annotations
 
-from typing import Literal
-
 #: The agents of a build, in the order they first run (each gets a pending run at spawn).
 PIPELINE: tuple[str, ...] = ("planner", "codegen", "github", "preview", "verifier")
 
@@ -32,9 +30,3 @@ PROVISIONING_STEPS: tuple[str, ...] = (
     "deploy_edge_functions",
     "configure_analytics",
 )
-
-Template = Literal["marketplace", "saas"]
-TEMPLATES: tuple[str, ...] = ("marketplace", "saas")
-
-Decision = Literal["approve", "reject", "retry"]
-DECISIONS: tuple[str, ...] = ("approve", "reject", "retry")
