@@ -1,4 +1,4 @@
-"""The build pipeline's shape as data: its agents, its graph steps, its templates.
+"""The build pipeline's shape as data: its agents and its graph steps.
 
 The API creates one pending run per agent at spawn time and the CLI draws the steps, without
 importing the agents themselves.
